@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type YAMLError } from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Pair, type YAMLError, type YAMLMap } from 'yaml';
 import { z } from 'zod';
 import { CidrError, parseCidr } from '../net/address.js';
 import { CanonicalError, parseAbsoluteUrl, parseAuthority } from '../net/canonical.js';
@@ -62,7 +62,9 @@ export function parsePolicy(source: string, file: string): LoadedPolicy {
   const doc = parseDocument(source, {
     lineCounter,
     prettyErrors: true,
-    uniqueKeys: true,
+    // yaml's own uniqueKeys check is quadratic in the keys of a map (100,000 destinations take
+    // minutes); duplicates are found in one pass by duplicateKeyIssues instead.
+    uniqueKeys: false,
     // YAML 1.2 has no merge keys; "<<" stays an ordinary key, which the strict schema rejects.
     merge: false,
     // Library code prints nothing; everything worth saying becomes an issue.
@@ -228,8 +230,7 @@ class Locator {
     for (const seg of path) {
       if (isAlias(node)) node = node.resolve(this.doc) ?? node;
       if (isMap(node)) {
-        // findLast: with a duplicated key, toJS keeps the last value, so positions must too.
-        const pair = node.items.findLast((p) => keyText(p.key) === String(seg));
+        const pair = this.pairIndex(node).get(String(seg));
         if (pair === undefined) break;
         key = pair.key;
         node = pair.value;
@@ -243,6 +244,23 @@ class Locator {
     }
     return { node, key, depth };
   }
+
+  /**
+   * Key → pair of one map, built once per map: a linear search per lookup would make positioning
+   * quadratic on a policy with 100,000 destinations. With a duplicated key the last pair wins,
+   * as in toJS, so positions match the values.
+   */
+  private pairIndex(map: YAMLMap): Map<string, Pair> {
+    let index = this.pairIndexes.get(map);
+    if (index === undefined) {
+      index = new Map();
+      for (const p of map.items) index.set(keyText(p.key), p as Pair);
+      this.pairIndexes.set(map, index);
+    }
+    return index;
+  }
+
+  private readonly pairIndexes = new WeakMap<YAMLMap, Map<string, Pair>>();
 
   /** Every node of the document with its path, keys included (for errors found by offset). */
   *entries(node: unknown = this.doc.contents, path: Path = []): Generator<{ path: Path; node: unknown; key: unknown }> {
@@ -296,6 +314,24 @@ function yamlMessage(err: YAMLError): string {
   return first.replace(/ at line \d+, column \d+:?$/, '');
 }
 
+/** A duplicate key in any map, reported at the repeated key; not fatal (the tree is intact). */
+function duplicateKeyIssues(loc: Locator, node: unknown, path: Path = []): SyntaxIssue[] {
+  const out: SyntaxIssue[] = [];
+  if (isMap(node)) {
+    const keys = new Set<string>();
+    for (const pair of node.items) {
+      const name = keyText(pair.key);
+      const child = [...path, name];
+      if (keys.has(name)) out.push({ issue: loc.at(startOf(pair.key) ?? 0, formatPath(child), `duplicate key ${q(name)}: keys must be unique`), fatal: false });
+      keys.add(name);
+      out.push(...duplicateKeyIssues(loc, pair.value, child));
+    }
+  } else if (isSeq(node)) {
+    node.items.forEach((item, i) => out.push(...duplicateKeyIssues(loc, item, [...path, i])));
+  }
+  return out;
+}
+
 /** Every YAML error, plus aliases to missing anchors (which yaml reports only when converting). */
 function yamlIssues(doc: Document, loc: Locator, source: string): SyntaxIssue[] {
   const out: SyntaxIssue[] = doc.errors.map((err) => {
@@ -304,6 +340,7 @@ function yamlIssues(doc: Document, loc: Locator, source: string): SyntaxIssue[] 
     if (found === undefined) return { issue: loc.yamlIssue(err, yamlMessage(err)), fatal: true };
     return { issue: loc.yamlIssue(err, `duplicate key ${q(keyText(found.key))}: keys must be unique`, found.path), fatal: false };
   });
+  out.push(...duplicateKeyIssues(loc, doc.contents));
   if (doc.directives?.yaml.version !== '1.2') {
     // A %YAML 1.1 directive would turn yes/no/on/off into booleans and "<<" into merges.
     const message = 'only YAML 1.2 is supported; remove the %YAML directive';
