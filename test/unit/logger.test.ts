@@ -1,0 +1,274 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, describe, expect, test } from 'vitest';
+import { EGRESS_FIELDS, EGRESS_MSG, egressLine } from '../../src/observability/log-fields.js';
+import type { EgressFields } from '../../src/observability/log-fields.js';
+import { createLogger, flushLogger, REDACTED, scrubSecrets } from '../../src/observability/logger.js';
+import type { Logger } from '../../src/observability/logger.js';
+
+/** A logger writing into memory; lines() parses every JSON line. */
+function capture(level = 'trace'): { logger: Logger; raw: () => string; lines: () => Array<Record<string, unknown>> } {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer | string, _encoding, callback) {
+      chunks.push(String(chunk));
+      callback();
+    },
+  });
+  const logger = createLogger({ level, destination: stream });
+  const raw = (): string => chunks.join('');
+  const lines = (): Array<Record<string, unknown>> =>
+    raw()
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { logger, raw, lines };
+}
+
+const SECRET = 'S3cr3tValue-9f8e7d';
+const PCS_TOKEN = `pcs_0123456789abcdef_${'A'.repeat(40)}xyz`;
+const JWT = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl';
+
+type LogRow = readonly [name: string, log: (logger: Logger) => void];
+
+// Every shape in which a credential could reach a log line. None may show the secret.
+const SECRET_SHAPES: readonly LogRow[] = [
+  ['headers_proxy_authorization', (l) => l.info({ headers: { 'proxy-authorization': `Basic ${SECRET}` } }, 'x')],
+  ['headers_authorization', (l) => l.info({ headers: { authorization: `Bearer ${SECRET}` } }, 'x')],
+  ['headers_cookie', (l) => l.info({ headers: { cookie: `sid=${SECRET}` } }, 'x')],
+  ['headers_set_cookie', (l) => l.info({ headers: { 'set-cookie': [`sid=${SECRET}`] } }, 'x')],
+  ['headers_title_case', (l) => l.info({ headers: { 'Proxy-Authorization': SECRET, Authorization: SECRET, Cookie: SECRET, 'Set-Cookie': SECRET } }, 'x')],
+  ['headers_upper_case', (l) => l.info({ headers: { 'PROXY-AUTHORIZATION': SECRET, AUTHORIZATION: SECRET, COOKIE: SECRET } }, 'x')],
+  ['req_headers', (l) => l.warn({ req: { method: 'GET', headers: { 'proxy-authorization': SECRET } } }, 'x')],
+  ['request_headers', (l) => l.warn({ request: { headers: { authorization: SECRET } } }, 'x')],
+  ['res_headers', (l) => l.warn({ res: { headers: { 'set-cookie': SECRET } } }, 'x')],
+  ['response_headers', (l) => l.warn({ response: { headers: { 'Set-Cookie': SECRET } } }, 'x')],
+  ['upstream_headers', (l) => l.warn({ upstream: { headers: { cookie: SECRET } } }, 'x')],
+  ['raw_headers_array', (l) => l.warn({ rawHeaders: ['Proxy-Authorization', SECRET] }, 'x')],
+  ['req_raw_headers', (l) => l.warn({ req: { rawHeaders: ['pRoXy-AuThOrIzAtIoN', SECRET] } }, 'x')],
+  ['token_field', (l) => l.info({ token: SECRET }, 'x')],
+  ['password_field', (l) => l.info({ password: SECRET }, 'x')],
+  ['session_token', (l) => l.info({ session: { id: 's1', token: SECRET } }, 'session created')],
+  ['body_password', (l) => l.info({ body: { password: SECRET } }, 'x')],
+  ['auth_secret', (l) => l.info({ auth: { secret: SECRET } }, 'x')],
+  ['oidc_id_token', (l) => l.info({ oidc: { idToken: SECRET } }, 'x')],
+  ['credentials_whole', (l) => l.info({ credentials: { account: 'a', token: SECRET } }, 'x')],
+  ['store_url_password', (l) => l.info({ store: { url: `redis://:${SECRET}@redis:6379` } }, 'x')],
+  ['config_store_url', (l) => l.info({ config: { store: { url: `redis://:${SECRET}@redis:6379` } } }, 'x')],
+  ['child_binding_headers', (l) => l.child({ headers: { authorization: SECRET } }).info('x')],
+  ['child_binding_token', (l) => l.child({ token: SECRET }).info('x')],
+  ['grandchild_binding', (l) => l.child({ reqId: 'r' }).child({ session: { token: SECRET } }).info('x')],
+  [
+    'error_with_headers_and_config',
+    (l) => l.error({ err: Object.assign(new Error('request failed'), { headers: { authorization: SECRET }, config: { auth: { password: SECRET } } }) }, 'x'),
+  ],
+  ['error_message_basic', (l) => l.error(new Error(`upstream said: Proxy-Authorization: Basic ${SECRET}`))],
+  ['error_message_bearer', (l) => l.error({ err: new Error(`rejected Bearer ${SECRET} from client`) }, 'x')],
+  ['error_message_url_password', (l) => l.error({ err: new Error(`connect http://acct:${SECRET}@proxy:3128 failed`) }, 'x')],
+  ['error_message_pcs_token', (l) => l.error({ err: new Error(`bad token ${PCS_TOKEN}`) }, 'x')],
+  ['error_message_jwt', (l) => l.error({ err: new Error(`jwt ${JWT} expired`) }, 'x')],
+  ['error_cause', (l) => l.error({ err: new Error('outer', { cause: new Error(`inner cookie: ${SECRET}`) }) }, 'x')],
+  ['aggregate_error', (l) => l.error({ err: new AggregateError([new Error(`Bearer ${SECRET}`)], 'many') }, 'x')],
+  ['message_string', (l) => l.warn(`store failed: redis://:${SECRET}@redis:6379`)],
+  ['message_interpolation', (l) => l.warn('auth header was %s', `Basic ${SECRET}`)],
+  ['message_from_err_field', (l) => l.error({ err: new Error(`Bearer ${SECRET}`) })],
+  ['message_from_error_like', (l) => l.error({ err: { message: `cookie: ${SECRET}` } })],
+  ['child_message', (l) => l.child({ reqId: 'r' }).info(`token ${PCS_TOKEN}`)],
+  ['egress_error_field', (l) => l.info(egressLine({ reqId: 'r', kind: 'http', decision: 'error', reason: 'upstream_connect_error', error: `Bearer ${SECRET}` }), EGRESS_MSG)],
+  ['egress_path_query', (l) => l.info(egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted', path: `/v1?key=${SECRET}` }), EGRESS_MSG)],
+];
+
+describe('redaction', () => {
+  test.each(SECRET_SHAPES)('%s: the secret never appears', (_name, log) => {
+    const { logger, raw, lines } = capture();
+    log(logger);
+    expect(raw()).not.toContain(SECRET);
+    expect(raw()).not.toContain(PCS_TOKEN);
+    expect(raw()).not.toContain(JWT);
+    expect(lines()).toHaveLength(1);
+  });
+
+  test('redacted values are replaced in place, the rest of the object kept', () => {
+    const { logger, lines } = capture();
+    logger.info({ headers: { 'proxy-authorization': 'Basic x', host: 'example.com', Cookie: 'a=b' } }, 'h');
+    expect(lines()[0]?.['headers']).toEqual({ 'proxy-authorization': REDACTED, host: 'example.com', Cookie: REDACTED });
+  });
+
+  test('the logged object itself is not modified', () => {
+    const { logger } = capture();
+    const headers = { authorization: 'Bearer x' };
+    logger.info({ headers }, 'h');
+    expect(headers.authorization).toBe('Bearer x');
+  });
+
+  test('messages without secrets are untouched, the egress message included', () => {
+    const { logger, lines } = capture();
+    logger.info('proxy listening on 127.0.0.1:3128 (Basic realm="portcullis")');
+    logger.info({ reqId: 'r' }, EGRESS_MSG);
+    logger.error(new Error('getaddrinfo ENOTFOUND example.com'));
+    expect(lines().map((l) => l['msg'])).toEqual(['proxy listening on 127.0.0.1:3128 (Basic realm="portcullis")', 'egress', 'getaddrinfo ENOTFOUND example.com']);
+  });
+
+  test('a pcs_ token keeps its id so the session can be found', () => {
+    const { logger, lines } = capture();
+    logger.error({ err: new Error(`bad ${PCS_TOKEN}`) }, 'x');
+    expect((lines()[0]?.['err'] as { message: string }).message).toBe(`bad pcs_0123456789abcdef_${REDACTED}`);
+  });
+});
+
+describe('line shape', () => {
+  test('JSON lines: level name, ISO time, name, msg; no pid or hostname', () => {
+    const { logger, lines } = capture('info');
+    logger.info({ a: 1 }, 'hello');
+    const [line] = lines();
+    expect(line).toBeDefined();
+    expect(Object.keys(line ?? {})).toEqual(['level', 'time', 'name', 'a', 'msg']);
+    expect(line).toMatchObject({ level: 'info', name: 'portcullis', a: 1, msg: 'hello' });
+    expect(new Date(String(line?.['time'])).toISOString()).toBe(line?.['time']);
+  });
+
+  test('base fields are added to every line', () => {
+    const chunks: string[] = [];
+    const stream = new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(String(c)), cb()) });
+    createLogger({ level: 'info', destination: stream, base: { replica: 'r-1' } }).info('x');
+    expect(JSON.parse(chunks.join(''))).toMatchObject({ name: 'portcullis', replica: 'r-1', msg: 'x' });
+  });
+
+  test('the level filters', () => {
+    const { logger, lines } = capture('warn');
+    logger.info('no');
+    logger.debug('no');
+    logger.warn('yes');
+    logger.error('yes');
+    expect(lines().map((l) => l['level'])).toEqual(['warn', 'error']);
+  });
+
+  test('errors are serialized with type, message and stack', () => {
+    const { logger, lines } = capture();
+    logger.error({ err: new TypeError('bad thing') }, 'failed');
+    expect(lines()[0]?.['err']).toMatchObject({ type: 'TypeError', message: 'bad thing' });
+  });
+
+  test('a non-error value under err passes through', () => {
+    const { logger, lines } = capture();
+    logger.error({ err: { code: 'X' } }, 'failed');
+    expect(lines()[0]?.['err']).toEqual({ code: 'X' });
+  });
+});
+
+describe('scrubSecrets', () => {
+  const ROWS: ReadonlyArray<readonly [name: string, input: string, output: string]> = [
+    ['basic', 'Proxy auth Basic YWxpY2U6c2VjcmV0 refused', `Proxy auth Basic ${REDACTED} refused`],
+    ['basic_lower_case', 'basic YWxpY2U6c2VjcmV0==', `basic ${REDACTED}`],
+    ['bearer', 'got Bearer abc.def-ghi_jkl~mno+p/q= from x', `got Bearer ${REDACTED} from x`],
+    ['authorization_header_line', 'Authorization: Digest username="a", response="b"', `Authorization: ${REDACTED}`],
+    ['proxy_authorization_header', 'proxy-authorization:Basic Zm9v\nnext line', `proxy-authorization:${REDACTED}\nnext line`],
+    ['cookie_header', 'Cookie: sid=1; other=2', `Cookie: ${REDACTED}`],
+    ['set_cookie_json', '{"set-cookie": "sid=1"}', `{"set-cookie": "${REDACTED}"}`],
+    ['pcs_token', `token ${PCS_TOKEN} rejected`, `token pcs_0123456789abcdef_${REDACTED} rejected`],
+    ['pcs_token_exact_length', `pcs_abcdefghij012345_${'a'.repeat(43)}`, `pcs_abcdefghij012345_${REDACTED}`],
+    ['pcs_token_truncated', 'pcs_abcdefghij012345_abc', `pcs_abcdefghij012345_${REDACTED}`],
+    ['jwt', `id_token=${JWT}; next`, `id_token=${REDACTED}; next`],
+    ['jwt_unsigned', 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.', REDACTED],
+    ['url_password', 'connect ECONNREFUSED http://ci-build:pcs@proxy:3128/', `connect ECONNREFUSED http://ci-build:${REDACTED}@proxy:3128/`],
+    ['redis_url_password', 'redis://:hunter2@redis:6379/0 down', `redis://:${REDACTED}@redis:6379/0 down`],
+    ['several_in_one', `Bearer ${JWT} and ${PCS_TOKEN}`, `Bearer ${REDACTED} and pcs_0123456789abcdef_${REDACTED}`],
+    ['nothing_to_scrub', 'getaddrinfo ENOTFOUND example.com', 'getaddrinfo ENOTFOUND example.com'],
+    ['url_without_password', 'GET http://example.com/path failed', 'GET http://example.com/path failed'],
+    ['pcs_id_too_short', 'pcs_abc_def', 'pcs_abc_def'],
+    ['empty', '', ''],
+  ];
+  test.each(ROWS)('%s', (_name, input, output) => {
+    expect(scrubSecrets(input)).toBe(output);
+  });
+
+  test('is stable: scrubbing twice changes nothing more', () => {
+    for (const [, input] of ROWS) expect(scrubSecrets(scrubSecrets(input))).toBe(scrubSecrets(input));
+  });
+});
+
+describe('egressLine', () => {
+  const FULL: EgressFields = {
+    durationMs: 12,
+    reqId: 'r-1',
+    reason: 'allowlisted',
+    kind: 'http',
+    decision: 'allow',
+    account: 'ci-build',
+    sessionId: 's-1',
+    method: 'GET',
+    host: 'registry.npmjs.org',
+    port: 443,
+    path: '/left-pad',
+    queryLength: 0,
+    wouldDeny: 'not_allowlisted',
+    destination: 'package-registries',
+    lockdown: false,
+    resolvedIp: '104.16.0.1',
+    status: 200,
+    bytesOut: 10,
+    bytesIn: 2000,
+    error: 'none',
+    phase: 'close',
+  };
+
+  test('fields come out in the canonical order', () => {
+    expect(Object.keys(egressLine(FULL))).toEqual([...EGRESS_FIELDS]);
+  });
+
+  test('undefined fields are left off; false and 0 are kept', () => {
+    const line = egressLine({ reqId: 'r', kind: 'connect', decision: 'deny', reason: 'not_allowlisted', lockdown: false, bytesIn: 0, host: undefined });
+    expect(line).toEqual({ reqId: 'r', kind: 'connect', decision: 'deny', reason: 'not_allowlisted', lockdown: false, bytesIn: 0 });
+    expect(Object.keys(line)).toEqual(['reqId', 'kind', 'decision', 'reason', 'lockdown', 'bytesIn']);
+  });
+
+  test('a query is cut off the path and its length logged in place', () => {
+    const line = egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted', path: '/search?q=secret', status: 200 });
+    expect(line).toEqual({ reqId: 'r', kind: 'http', path: '/search', queryLength: 8, decision: 'allow', reason: 'allowlisted', status: 200 });
+    expect(Object.keys(line)).toEqual(['reqId', 'kind', 'path', 'queryLength', 'decision', 'reason', 'status']);
+  });
+
+  test('an explicit queryLength is kept', () => {
+    expect(egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted', path: '/a?', queryLength: 3 })['queryLength']).toBe(3);
+  });
+
+  test('logged as msg "egress" with the fields at the top level', () => {
+    const { logger, lines } = capture();
+    logger.info(egressLine({ reqId: 'r', kind: 'connect', decision: 'allow', reason: 'allowlisted', host: 'github.com', port: 443, phase: 'close', bytesIn: 5, bytesOut: 6, durationMs: 7 }), EGRESS_MSG);
+    expect(lines()[0]).toMatchObject({ msg: 'egress', reqId: 'r', host: 'github.com', phase: 'close', bytesIn: 5, bytesOut: 6, durationMs: 7 });
+  });
+});
+
+describe('flushLogger', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-logger-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('writes out lines still buffered by the asynchronous destination', async () => {
+    const file = join(dir, 'logs', 'a.log');
+    const logger = createLogger({ level: 'info', destination: file });
+    logger.info({ n: 1 }, 'one');
+    logger.info({ n: 2 }, 'two');
+    await flushLogger(logger);
+    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => l['msg'])).toEqual(['one', 'two']);
+  });
+
+  test('resolves on stdout when it is a pipe (fsync is refused there)', () => {
+    const script = join(dir, 'pipe.mts');
+    const loggerUrl = new URL('../../src/observability/logger.ts', import.meta.url).href;
+    writeFileSync(
+      script,
+      `import { createLogger, flushLogger } from ${JSON.stringify(loggerUrl)};\n` +
+        `const logger = createLogger({ level: 'info' });\n` +
+        `logger.info('piped');\n` +
+        `await flushLogger(logger);\n` +
+        `process.stderr.write('flushed\\n');\n`,
+    );
+    const run = spawnSync(process.execPath, ['--import', 'tsx', script], { cwd: resolve(import.meta.dirname, '../..'), encoding: 'utf8', timeout: 15_000 });
+    expect(run.stderr).toContain('flushed');
+    expect(JSON.parse(run.stdout.trim())).toMatchObject({ msg: 'piped', name: 'portcullis' });
+  });
+});
