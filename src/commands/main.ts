@@ -2,6 +2,17 @@
  * The `portcullis` command dispatcher: argv → the verb's module. Exit codes: 0 ok, 1 a check failed,
  * 2 usage or configuration error.
  */
+import {
+  developerModeOff,
+  developerModeOn,
+  lockdownOff,
+  lockdownOn,
+  lockdownStatus,
+  sessionsCreate,
+  sessionsList,
+  sessionsRevoke,
+  sessionsRevokeAll,
+} from './admin-client.js';
 import { explainCommand, policyCheck, policyTest } from './policy.js';
 import { serveCommand } from './serve.js';
 import { processIo, UsageError, type Io } from './io.js';
@@ -12,6 +23,9 @@ const COMMANDS: Record<string, Command | Record<string, Command>> = {
   policy: { check: policyCheck, test: policyTest },
   explain: explainCommand,
   serve: serveCommand,
+  sessions: { list: sessionsList, create: sessionsCreate, revoke: sessionsRevoke, 'revoke-all': sessionsRevokeAll },
+  lockdown: { on: lockdownOn, off: lockdownOff, status: lockdownStatus },
+  'developer-mode': { on: developerModeOn, off: developerModeOff },
 };
 
 const USAGE = `usage: portcullis <command>

@@ -2,12 +2,17 @@
  * `portcullis serve`: load and freeze the config, start the proxy, drain on SIGTERM/SIGINT.
  */
 import { startApp } from '../app.js';
-import { ConfigError, loadConfig } from '../config/load.js';
+import { ConfigError, describeFlags, loadConfig } from '../config/load.js';
 import { PolicyLoadError } from '../policy/load.js';
 import type { Io } from './io.js';
 
 /** Runs the proxy until a signal; returns the exit code. */
 export async function serveCommand(argv: string[], io: Io): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.out('usage: portcullis serve [--config FILE] [flags]\n\nEach flag is also PORTCULLIS_<FLAG> and a camelCase key of the --config file.\n');
+    io.out(describeFlags());
+    return 0;
+  }
   let config;
   try {
     config = loadConfig(argv, process.env);
