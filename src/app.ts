@@ -1,0 +1,262 @@
+/**
+ * Wires one Portcullis process together from a validated config: policy, store, identity,
+ * resolver, proxy and admin listeners, logs and metrics. Everything can be closed from a test.
+ */
+import { readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { AdminTokens, ensureAdminTokens } from './admin/tokens.js';
+import { createAdminServer, type AdminServer } from './admin/server.js';
+import type { ServerConfig } from './config/schema.js';
+import { Authenticator } from './identity/authenticate.js';
+import { LastSeen } from './identity/last-seen.js';
+import { EgressResolver } from './net/resolver.js';
+import { createLogger, flushLogger } from './observability/logger.js';
+import { Metrics } from './observability/metrics.js';
+import { decide } from './policy/decide.js';
+import { formatIssue } from './policy/load.js';
+import { PolicyReloader, type ReloadResult } from './policy/reloader.js';
+import { RateLimiter } from './proxy/limits.js';
+import { ConnectionRegistry } from './proxy/registry.js';
+import { ProxyServer } from './proxy/server.js';
+import { Upstreams } from './proxy/upstreams.js';
+import { openStore } from './state/open-store.js';
+import type { StateStore, StoreChange } from './state/types.js';
+
+/** Injectable parts (tests pass their own logger stream, DNS servers, TLS trust). */
+export interface AppOverrides {
+  readonly logger?: Logger;
+  readonly metrics?: Metrics;
+  /** DNS servers ("HOST:PORT"); overrides config.resolver. */
+  readonly dnsServers?: readonly string[];
+  /** Extra CA certificates trusted for upstream TLS (tests); verification is never disabled. */
+  readonly upstreamCa?: string | Buffer | readonly (string | Buffer)[];
+  /** Interval of last-seen batch writes, ms (default 5000). */
+  readonly lastSeenFlushMs?: number;
+}
+
+/** A running Portcullis. */
+export interface App {
+  readonly config: ServerConfig;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly store: StateStore;
+  readonly policy: PolicyReloader;
+  readonly proxy: ProxyServer;
+  readonly admin: AdminServer;
+  readonly registry: ConnectionRegistry;
+  /** Bound proxy address ("host:port"). */
+  readonly proxyAddress: AddressInfo;
+  /** Bound admin address ("host:port" or socket path). */
+  readonly adminAddress: string;
+  /** Where a first-start admin token was written, if one was created. */
+  readonly createdAdminTokenFile: string | null;
+  /** Graceful shutdown; idempotent. */
+  close(): Promise<void>;
+}
+
+/** Builds and starts every component; throws (after closing what started) on a fatal error. */
+export async function startApp(config: ServerConfig, overrides: AppOverrides = {}): Promise<App> {
+  const logger = overrides.logger ?? createLogger({ level: config.logLevel });
+  const metrics = overrides.metrics ?? new Metrics({ collectDefault: true });
+  const policy = await PolicyReloader.open(config.policy);
+  metrics.setPolicyHash(policy.current.hash);
+  const store = await openStore(config.store.url);
+  const closers: (() => Promise<void> | void)[] = [() => store.close(), () => policy.close()];
+  try {
+    return await assemble(config, overrides, logger, metrics, policy, store, closers);
+  } catch (err) {
+    for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function assemble(
+  config: ServerConfig,
+  overrides: AppOverrides,
+  logger: Logger,
+  metrics: Metrics,
+  policy: PolicyReloader,
+  store: StateStore,
+  closers: (() => Promise<void> | void)[],
+): Promise<App> {
+  const registry = new ConnectionRegistry();
+  const lastSeen = new LastSeen(store, overrides.lastSeenFlushMs ?? 5_000, (err) => logger.warn({ err }, 'last-seen write failed'));
+  closers.push(() => lastSeen.close());
+  let proxyEndpoint: { address: string; port: number } | null = null;
+  let adminEndpoint: { address: string; port: number } | null = null;
+  const resolver = new EgressResolver({
+    servers: overrides.dnsServers ?? (config.resolver ? [formatHostPort(config.resolver)] : undefined),
+    globalAllowPrivate: () => policy.current.allowPrivate,
+    selfEndpoints: () => [proxyEndpoint, adminEndpoint].filter((e): e is { address: string; port: number } => e !== null),
+  });
+  const upstreams = new Upstreams({
+    idleTimeoutMs: config.idleTimeoutMs,
+    ...(overrides.upstreamCa ? { tls: { ca: overrides.upstreamCa as string[] } } : {}),
+  });
+  closers.push(() => upstreams.destroy());
+  const tls = config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : null;
+  const proxy = new ProxyServer({
+    policy,
+    store,
+    auth: new Authenticator(store),
+    resolver,
+    upstreams,
+    registry,
+    rateLimiter: new RateLimiter(),
+    lastSeen,
+    logger,
+    metrics,
+    settings: {
+      headerTimeoutMs: config.headerTimeoutMs,
+      idleTimeoutMs: config.idleTimeoutMs,
+      tunnelMaxDurationMs: config.tunnelMaxDurationMs,
+      storeMaxStalenessMs: config.store.maxStalenessMs,
+      failMode: config.store.failMode,
+      maxHeaderBytes: policy.current.policy.limits.maxHeaderBytes,
+      tls,
+    },
+  });
+
+  const refreshGauges = wireStore(store, registry, metrics, logger);
+  // Expiry happens without a change event, and the audit window ends without one: sweep both.
+  const sweep = setInterval(() => {
+    refreshGauges();
+    const cutoff = new Date(Date.now() - config.sessionAuditWindowMs);
+    store.pruneSessions(cutoff).catch((err: unknown) => logger.warn({ err }, 'session prune failed'));
+  }, 30_000);
+  sweep.unref();
+  // The store is "up" while its cache is fresh enough to decide on (SPEC §7 fail mode).
+  const storeUp = (): void => metrics.setStoreUp(store.stalenessMs() <= config.store.maxStalenessMs);
+  storeUp();
+  const storeTimer = setInterval(storeUp, 1_000);
+  storeTimer.unref();
+  closers.push(() => clearInterval(sweep), () => clearInterval(storeTimer));
+  wirePolicy(policy, proxy, registry, metrics, logger);
+
+  const tokenSetup = await ensureAdminTokens(config.adminTokenFile);
+  const tokens = await AdminTokens.load(config.adminTokenFile);
+  const admin = createAdminServer({
+    store,
+    policy,
+    tokens,
+    logger,
+    metrics: {
+      render: () => metrics.registry.metrics(),
+      contentType: metrics.registry.contentType,
+      onSessionRevoked: (scope, n) => metrics.sessionRevocations.inc({ scope }, n),
+    },
+    ready: () => {
+      const fresh = store.stalenessMs() <= config.store.maxStalenessMs;
+      return {
+        ready: fresh && !proxy.draining,
+        checks: { policy: policy.current.hash.slice(0, 12), store: fresh ? 'fresh' : 'stale', proxy: proxy.draining ? 'draining' : 'accepting' },
+      };
+    },
+    sessionTtlMs: config.sessionTtlMs,
+    sessionAuditWindowMs: config.sessionAuditWindowMs,
+    oidcAccountPrefix: config.oidc?.accountPrefix ?? 'oidc:',
+    metricsAuth: config.metricsAuth,
+  });
+  closers.push(() => admin.close());
+
+  const proxyAddress = await proxy.listen(config.listen.host, config.listen.port);
+  closers.push(() => proxy.close(0));
+  proxyEndpoint = { address: proxyAddress.address, port: proxyAddress.port };
+  const adminAddress = await admin.listen('path' in config.adminListen ? { path: config.adminListen.path } : config.adminListen);
+  const adminAddr = admin.server.address();
+  if (adminAddr !== null && typeof adminAddr === 'object') adminEndpoint = { address: adminAddr.address, port: adminAddr.port };
+  policy.watch();
+  logger.info({ proxy: `${proxyAddress.address}:${proxyAddress.port}`, admin: adminAddress, policy: policy.file, policyHash: policy.current.hash.slice(0, 12) }, 'portcullis started');
+
+  let closing: Promise<void> | null = null;
+  return {
+    config,
+    logger,
+    metrics,
+    store,
+    policy,
+    proxy,
+    admin,
+    registry,
+    proxyAddress,
+    adminAddress,
+    createdAdminTokenFile: tokenSetup.created ? (tokenSetup.tokenFile ?? null) : null,
+    close: () =>
+      (closing ??= (async () => {
+        logger.info({ drainTimeoutMs: config.drainTimeoutMs }, 'draining');
+        clearInterval(sweep);
+        clearInterval(storeTimer);
+        await proxy.close(config.drainTimeoutMs);
+        await admin.close();
+        policy.close();
+        await lastSeen.close();
+        await upstreams.close();
+        await store.close();
+        logger.info('stopped');
+        await flushLogger(logger);
+      })()),
+  };
+}
+
+function formatHostPort(hp: { host: string; port: number }): string {
+  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
+/** Store changes close what they must, at once, and keep the gauges current. */
+function wireStore(store: StateStore, registry: ConnectionRegistry, metrics: Metrics, logger: Logger): () => void {
+  const refreshGauges = (): void => {
+    const now = new Date();
+    let lockdown = 0;
+    for (const a of store.listAccounts()) if (a.lockdown) lockdown++;
+    metrics.accountsInLockdown.set(lockdown);
+    metrics.sessionsActive.set(store.countLiveSessions(now));
+  };
+  refreshGauges();
+  store.on('change', (change: StoreChange) => {
+    metrics.statePropagation.observe(Math.max(0, (Date.now() - Date.parse(change.at)) / 1000));
+    if (change.type === 'session' && change.session.revokedAt !== null) {
+      const n = registry.closeSession(change.session.id, 'session_revoked');
+      logger.info({ sessionId: change.session.id, account: change.session.account, closed: n, by: change.session.revokedBy }, 'session revoked');
+    } else if (change.type === 'account' && change.state.lockdown) {
+      // Nothing opened before lockdown keeps running: clients reconnect and are judged anew.
+      const n = registry.closeAccount(change.state.account, 'lockdown');
+      logger.info({ account: change.state.account, lockdown: true, by: change.state.lockdownChangedBy, closed: n }, 'account state changed');
+    } else if (change.type === 'account') {
+      logger.info({ account: change.state.account, lockdown: change.state.lockdown, developerMode: change.state.developerMode }, 'account state changed');
+    } else if (change.type === 'global' && change.state.lockdown) {
+      const n = registry.closeAll('lockdown');
+      logger.warn({ globalLockdown: true, by: change.state.changedBy, closed: n }, 'global lockdown on');
+    } else if (change.type === 'global') {
+      logger.warn({ globalLockdown: false, by: change.state.changedBy }, 'global lockdown off');
+    }
+    refreshGauges();
+  });
+  return refreshGauges;
+}
+
+/** Policy reloads are logged and counted; open tunnels the new policy denies are closed. */
+function wirePolicy(policy: PolicyReloader, proxy: ProxyServer, registry: ConnectionRegistry, metrics: Metrics, logger: Logger): void {
+  policy.on('reload', (r: ReloadResult) => {
+    metrics.policyReloads.inc({ result: r.result });
+    if (r.result === 'failure') {
+      logger.error({ policy: policy.file, issues: r.issues.map(formatIssue) }, 'policy reload failed; the last good policy stays in force');
+    } else if (r.result === 'success') {
+      for (const w of r.warnings) logger.warn({ warning: formatIssue(w) }, 'policy warning');
+    }
+  });
+  policy.on('change', () => {
+    const compiled = policy.current;
+    metrics.setPolicyHash(compiled.hash);
+    let closed = 0;
+    for (const t of [...registry.tunnels]) {
+      const view = proxy.accountView(t.account);
+      const still = view === 'unavailable' ? null : decide({ ...t.input, lockdown: view.lockdown, developerMode: view.developerMode }, compiled);
+      if (still === null || still.verdict === 'deny') {
+        t.close(still?.reason ?? 'state_unavailable');
+        closed++;
+      }
+    }
+    logger.info({ policy: policy.file, hash: compiled.hash.slice(0, 12), closedTunnels: closed }, 'policy reloaded');
+  });
+}

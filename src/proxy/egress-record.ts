@@ -1,0 +1,134 @@
+/**
+ * The per-request record that becomes the one canonical `egress` log line and its metrics.
+ * Everything on the request path writes into it; `finish()` emits exactly once.
+ */
+import type { Logger } from 'pino';
+import type { Decision } from '../policy/decide.js';
+import { REASONS, type Reason } from '../reasons.js';
+import { egressLine, EGRESS_MSG, type EgressDecision, type EgressKind } from '../observability/log-fields.js';
+import type { Metrics, UpstreamError } from '../observability/metrics.js';
+
+let counter = 0;
+const BOOT = Date.now().toString(36);
+
+/** A short, unique request id: boot time plus a counter (cheaper than a UUID per request). */
+export function nextRequestId(): string {
+  counter = (counter + 1) % Number.MAX_SAFE_INTEGER;
+  return `${BOOT}-${counter.toString(36)}`;
+}
+
+/** What the proxy learns about one request or tunnel while handling it. */
+export class EgressRecord {
+  readonly reqId = nextRequestId();
+  readonly startedAt = performance.now();
+  kind: EgressKind;
+  account: string | undefined;
+  sessionId: string | undefined;
+  method: string | undefined;
+  host: string | undefined;
+  port: number | undefined;
+  path: string | undefined;
+  queryLength: number | undefined;
+  decision: EgressDecision = 'deny';
+  reason: Reason = 'bad_request';
+  wouldDeny: Reason | undefined;
+  destination: string | undefined;
+  lockdown: boolean | undefined;
+  resolvedIp: string | undefined;
+  status: number | undefined;
+  bytesOut = 0;
+  bytesIn = 0;
+  error: string | undefined;
+  #finished = false;
+
+  constructor(kind: EgressKind) {
+    this.kind = kind;
+  }
+
+  /** Records a policy decision (allow, report or deny). */
+  applyDecision(d: Decision): void {
+    this.decision = d.verdict;
+    this.reason = d.reason;
+    this.wouldDeny = d.wouldDeny;
+    this.destination = d.destination ?? undefined;
+  }
+
+  /** Records a denial or error by reason code; the decision class follows from the registry. */
+  setReason(reason: Reason): void {
+    this.reason = reason;
+    const kind = REASONS[reason].kind;
+    this.decision = kind === 'error' ? 'error' : kind === 'deny' ? 'deny' : this.decision;
+  }
+
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  /** Writes the canonical line and the metrics. Later calls do nothing. */
+  finish(logger: Logger, metrics: Metrics): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    const durationMs = Math.round((performance.now() - this.startedAt) * 1000) / 1000;
+    logger.info(
+      egressLine({
+        reqId: this.reqId,
+        account: this.account,
+        sessionId: this.sessionId,
+        kind: this.kind,
+        method: this.method,
+        host: this.host,
+        port: this.port,
+        path: this.path,
+        queryLength: this.queryLength,
+        decision: this.decision,
+        reason: this.reason,
+        wouldDeny: this.wouldDeny,
+        destination: this.destination,
+        lockdown: this.lockdown,
+        resolvedIp: this.resolvedIp,
+        status: this.status,
+        bytesOut: this.bytesOut,
+        bytesIn: this.bytesIn,
+        durationMs,
+        error: this.error,
+      }),
+      EGRESS_MSG,
+    );
+    metrics.requests.inc({ kind: this.kind, decision: this.decision, reason: this.reason });
+    metrics.requestDuration.observe({ kind: this.kind }, durationMs / 1000);
+    if (this.decision === 'error') metrics.upstreamErrors.inc({ kind: this.kind, error: this.reason as UpstreamError });
+    if (this.kind !== 'connect') this.countBytes(metrics);
+  }
+
+  /** Adds this record's bytes to the byte counters (tunnels do this on close). */
+  countBytes(metrics: Metrics): void {
+    if (this.bytesOut > 0) metrics.bytes.inc({ direction: 'out', kind: this.kind }, this.bytesOut);
+    if (this.bytesIn > 0) metrics.bytes.inc({ direction: 'in', kind: this.kind }, this.bytesIn);
+  }
+
+  /** The tunnel's close line: bytes and lifetime, `phase: "close"`. */
+  logClose(logger: Logger, metrics: Metrics, reason?: Reason): void {
+    this.countBytes(metrics);
+    logger.info(
+      egressLine({
+        reqId: this.reqId,
+        account: this.account,
+        sessionId: this.sessionId,
+        kind: this.kind,
+        method: this.method,
+        host: this.host,
+        port: this.port,
+        decision: this.decision,
+        reason: reason ?? this.reason,
+        destination: this.destination,
+        resolvedIp: this.resolvedIp,
+        bytesOut: this.bytesOut,
+        bytesIn: this.bytesIn,
+        durationMs: Math.round(performance.now() - this.startedAt),
+        error: this.error,
+        phase: 'close',
+      }),
+      EGRESS_MSG,
+    );
+  }
+}

@@ -1,0 +1,534 @@
+/**
+ * The proxy listener: plain HTTP (absolute-form), CONNECT tunnels and upgrades. Every request
+ * flows one way: canonicalize → authenticate → account state → decide() → limits → resolve and
+ * classify → forward / tunnel → one log line and metrics. Denials go through reject().
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import { pipeline, Transform, type Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { Authenticator, type AuthResult } from '../identity/authenticate.js';
+import type { LastSeen } from '../identity/last-seen.js';
+import { CanonicalError, formatAuthority, parseAbsoluteUrl, parseAuthority, type CanonicalAuthority, type CanonicalTarget } from '../net/canonical.js';
+import { AddressDeniedError, DnsError, type EgressResolver } from '../net/resolver.js';
+import type { Metrics } from '../observability/metrics.js';
+import { scrubSecrets } from '../observability/logger.js';
+import type { CompiledPolicy } from '../policy/compile.js';
+import { decide, type Decision, type DecisionInput, type RequestKind } from '../policy/decide.js';
+import { tunnelScheme } from '../policy/explain.js';
+import type { Reason } from '../reasons.js';
+import type { StateStore } from '../state/types.js';
+import { EgressRecord } from './egress-record.js';
+import { clientResponseHeaders, headerNames, requestHeadBytes, upstreamRequestHeaders } from './headers.js';
+import type { RateLimiter } from './limits.js';
+import type { ConnectionRegistry } from './registry.js';
+import { rejectResponse, rejectSocket } from './reject.js';
+import { openTunnel } from './tunnel.js';
+import { upstreamErrorReason, type Upstreams } from './upstreams.js';
+
+/** Settings the proxy listener needs (a slice of the server config). */
+export interface ProxySettings {
+  readonly headerTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly tunnelMaxDurationMs: number | null;
+  readonly storeMaxStalenessMs: number;
+  readonly failMode: 'closed' | 'lockdown';
+  /** Bytes of the request head before 431; read once at start. */
+  readonly maxHeaderBytes: number;
+  readonly tls: { readonly cert: Buffer | string; readonly key: Buffer | string } | null;
+}
+
+/** Everything the proxy uses, injected. */
+export interface ProxyDeps {
+  readonly policy: { readonly current: CompiledPolicy };
+  readonly store: StateStore;
+  readonly auth: Authenticator;
+  readonly resolver: EgressResolver;
+  readonly upstreams: Upstreams;
+  readonly registry: ConnectionRegistry;
+  readonly rateLimiter: RateLimiter;
+  readonly lastSeen: LastSeen;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly settings: ProxySettings;
+}
+
+/** The effective switches for one account, or unavailable in fail-closed mode. */
+export type AccountView = { readonly lockdown: boolean; readonly developerMode: boolean } | 'unavailable';
+
+const ABSOLUTE_FORM = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//;
+// Request-targets must be printable ASCII: Node hands over latin1, so raw UTF-8 would turn into
+// another name after IDNA. Clients percent-encode or punycode.
+const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
+
+/** The proxy listener. */
+export class ProxyServer {
+  readonly server: http.Server;
+  readonly #deps: ProxyDeps;
+  #draining = false;
+  #closed = false;
+  readonly #sockets = new Set<Socket>();
+
+  constructor(deps: ProxyDeps) {
+    this.#deps = deps;
+    const s = deps.settings;
+    const options: http.ServerOptions = {
+      maxHeaderSize: s.maxHeaderBytes,
+      requestTimeout: 0,
+      headersTimeout: s.headerTimeoutMs,
+      keepAliveTimeout: 5_000,
+      insecureHTTPParser: false,
+      noDelay: true,
+    };
+    this.server = s.tls ? https.createServer({ ...options, cert: s.tls.cert, key: s.tls.key, ALPNProtocols: ['http/1.1'] }) : http.createServer(options);
+    this.server.timeout = s.idleTimeoutMs;
+    this.server.on('connection', (socket: Socket) => this.#onConnection(socket));
+    if (s.tls) this.server.on('secureConnection', (socket: Socket) => this.#trackSecure(socket));
+    this.server.on('request', (req, res) => void this.#onRequest(req, res, false));
+    // Answer 100-continue ourselves after the decision: a denied upload never sends its body.
+    this.server.on('checkContinue', (req, res) => void this.#onRequest(req, res, true));
+    this.server.on('checkExpectation', (req, res) => {
+      const record = this.#record('http', req);
+      rejectResponse(res, record, 'bad_request', { detail: 'unsupported Expect header', close: true });
+      record.finish(this.#deps.logger, this.#deps.metrics);
+    });
+    this.server.on('connect', (req, socket, head) => void this.#onConnect(req, socket as Socket, head));
+    this.server.on('upgrade', (req, socket, head) => void this.#onUpgrade(req, socket as Socket, head));
+    this.server.on('clientError', (err, socket) => this.#onClientError(err as NodeJS.ErrnoException, socket));
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  async listen(host: string, port: number): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host, port }, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, answer new requests on open connections with 503
+   * draining, wait up to `timeoutMs` for in-flight work, then close the rest. Idempotent.
+   */
+  async close(timeoutMs: number): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#draining = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    const deadline = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
+    await Promise.race([closed, deadline]);
+    this.#deps.registry.closeAll('draining');
+    for (const socket of this.#sockets) socket.destroy();
+    await closed;
+  }
+
+  #onConnection(socket: Socket): void {
+    // With TLS, 'connection' sees the raw TCP socket; count it here either way.
+    this.#sockets.add(socket);
+    this.#deps.metrics.activeConnections.inc();
+    socket.setNoDelay(true);
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      this.#deps.metrics.activeConnections.dec();
+    });
+  }
+
+  #trackSecure(socket: Socket): void {
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+  }
+
+  #record(kind: RequestKind, req: IncomingMessage): EgressRecord {
+    const record = new EgressRecord(kind);
+    record.method = req.method;
+    return record;
+  }
+
+  #onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    const record = new EgressRecord('http');
+    const code = err.code ?? '';
+    const reason: Reason = code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'bad_request' : 'bad_request';
+    record.error = code || 'parse_error';
+    if (code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    rejectSocket(socket, record, reason, { detail: code === 'HPE_HEADER_OVERFLOW' ? undefined : 'malformed request' });
+    record.finish(this.#deps.logger, this.#deps.metrics);
+  }
+
+  /** Authenticates and binds the connection to its first session. */
+  #authenticate(req: IncomingMessage, socket: Socket, record: EgressRecord): AuthResult {
+    const result = this.#deps.auth.authenticate(req.headers['proxy-authorization']);
+    if (!result.ok) return result;
+    const s = result.session;
+    const bound = this.#deps.registry.bindingOf(socket);
+    // One client connection belongs to one session: other credentials on it are refused.
+    if (bound !== undefined && bound.sessionId !== s.id) return { ok: false, reason: 'auth_invalid' };
+    this.#deps.registry.bind(socket, s.id, s.account);
+    record.account = s.account;
+    record.sessionId = s.id;
+    const ua = req.headers['user-agent'];
+    this.#deps.lastSeen.touch(s.id, socket.remoteAddress ?? null, typeof ua === 'string' ? ua : null);
+    return result;
+  }
+
+  /** Account switches from the cache; fail mode applies when the cache is stale. */
+  accountView(account: string): AccountView {
+    const { store, settings } = this.#deps;
+    if (store.stalenessMs() > settings.storeMaxStalenessMs) {
+      if (settings.failMode === 'closed') return 'unavailable';
+      return { lockdown: true, developerMode: false };
+    }
+    const a = store.getAccount(account);
+    const lockdown = a.lockdown || store.getGlobal().lockdown;
+    return { lockdown, developerMode: a.developerMode && !lockdown };
+  }
+
+  /** Steps 1–4 shared by every path; returns the decision or null after rejecting. */
+  #admit(
+    req: IncomingMessage,
+    socket: Socket,
+    record: EgressRecord,
+    reject: (reason: Reason, detail?: string) => void,
+    build: (account: string, view: { lockdown: boolean; developerMode: boolean }) => DecisionInput,
+  ): { decision: Decision; input: DecisionInput } | null {
+    if (this.#draining) return (reject('draining'), null);
+    const auth = this.#authenticate(req, socket, record);
+    if (!auth.ok) return (reject(auth.reason), null);
+    const view = this.accountView(auth.session.account);
+    if (view === 'unavailable') return (reject('state_unavailable'), null);
+    record.lockdown = view.lockdown;
+    const input = build(auth.session.account, view);
+    const decision = decide(input, this.#deps.policy.current);
+    record.applyDecision(decision);
+    if (decision.verdict === 'deny') return (reject(decision.reason), null);
+    return { decision, input };
+  }
+
+  /** Rate limit (after the decision: precedence puts it last). Returns false after rejecting. */
+  #rateLimit(account: string, reject: (reason: Reason, detail?: string, retryAfterS?: number) => void): boolean {
+    const perMinute = this.#deps.policy.current.policy.limits.requestsPerMinute;
+    const wait = this.#deps.rateLimiter.take(account, perMinute);
+    if (wait > 0) {
+      reject('rate_limited', undefined, wait);
+      return false;
+    }
+    return true;
+  }
+
+  /** Resolves and classifies; returns the checked addresses or null after rejecting. */
+  async #resolve(target: CanonicalAuthority, decision: Decision, record: EgressRecord, reject: (reason: Reason, detail?: string) => void): Promise<string[] | null> {
+    try {
+      const r = await this.#deps.resolver.resolve({ host: target.host, hostKind: target.hostKind, port: target.port, allowPrivate: decision.matched?.allowPrivate ?? null });
+      return r.addresses;
+    } catch (err) {
+      if (err instanceof AddressDeniedError) {
+        record.resolvedIp = undefined;
+        record.error = `resolved to ${err.ip}`;
+        reject(err.reason);
+      } else if (err instanceof DnsError) {
+        record.error = err.detail;
+        reject('dns_error');
+      } else {
+        record.error = scrubSecrets(err instanceof Error ? err.message : String(err));
+        reject('dns_error');
+      }
+      return null;
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Plain HTTP
+
+  async #onRequest(req: IncomingMessage, res: ServerResponse, expectContinue: boolean, h2cStripped = false): Promise<void> {
+    const { logger, metrics } = this.#deps;
+    const record = this.#record('http', req);
+    res.once('close', () => record.finish(logger, metrics));
+    const reject = (reason: Reason, detail?: string, retryAfterS?: number): void => rejectResponse(res, record, reason, { detail, retryAfterS });
+    try {
+      const target = this.#parseTarget(req, record, reject);
+      if (target === null) return;
+      const socket = req.socket;
+      const hasBody = h2cStripped ? false : requestHasBody(req);
+      const admitted = this.#admit(req, socket, record, reject, (account, view) => ({
+        account,
+        kind: 'http',
+        scheme: target.scheme,
+        host: target.host,
+        hostKind: target.hostKind,
+        port: target.port,
+        method: req.method ?? 'GET',
+        path: target.path,
+        query: target.query,
+        headerNames: headerNames(req.rawHeaders),
+        hasBody,
+        upgrade: null,
+        requestBytes: requestHeadBytes(req.method ?? '', req.url ?? '', req.rawHeaders),
+        lockdown: view.lockdown,
+        developerMode: view.developerMode,
+      }));
+      if (admitted === null) return;
+      const { decision } = admitted;
+      const limits = this.#deps.policy.current.policy.limits;
+      const declared = Number(req.headers['content-length'] ?? 0);
+      if (declared > limits.maxRequestBodyBytes) return reject('body_too_large');
+      if (!this.#rateLimit(record.account!, reject)) return;
+      const addresses = await this.#resolve(target, decision, record, reject);
+      if (addresses === null) return;
+      if (expectContinue) res.writeContinue();
+      await this.#forward(req, res, target, addresses, record, hasBody, limits.maxRequestBodyBytes);
+    } catch (err) {
+      logger.error({ reqId: record.reqId, err: scrubSecrets(err instanceof Error ? (err.stack ?? err.message) : String(err)) }, 'request handler failed');
+      record.error = 'internal_error';
+      if (!res.headersSent) reject('upstream_connect_error');
+      else res.destroy();
+    } finally {
+      if (h2cStripped) res.once('finish', () => req.socket.end());
+    }
+  }
+
+  /** Absolute-form target → canonical target; null after rejecting. */
+  #parseTarget(req: IncomingMessage, record: EgressRecord, reject: (reason: Reason, detail?: string) => void): CanonicalTarget | null {
+    const url = req.url ?? '';
+    if (!ABSOLUTE_FORM.test(url)) return (reject('bad_request', 'a proxy request needs an absolute URL (origin-form requests are not proxied)'), null);
+    if (url.length > this.#deps.policy.current.policy.limits.maxUrlLength) return (reject('url_too_long'), null);
+    if (!PRINTABLE_ASCII.test(url)) return (reject('bad_request', 'request-target must be printable ASCII'), null);
+    let target: CanonicalTarget;
+    try {
+      target = parseAbsoluteUrl(url);
+    } catch (err) {
+      return (reject('bad_request', err instanceof CanonicalError ? err.detail : 'bad URL'), null);
+    }
+    record.host = target.host;
+    record.port = target.port;
+    record.path = target.path;
+    record.queryLength = target.query?.length;
+    return target;
+  }
+
+  async #forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: CanonicalTarget,
+    addresses: readonly string[],
+    record: EgressRecord,
+    hasBody: boolean,
+    maxBody: number,
+  ): Promise<void> {
+    const { upstreams } = this.#deps;
+    const scheme = target.scheme === 'https' ? 'https' : 'http';
+    const ip = addresses[0]!;
+    record.resolvedIp = ip;
+    const pool = upstreams.pool(scheme, target, ip);
+    const hostHeader = formatAuthority(target, scheme === 'https' ? 443 : 80);
+    const headers = upstreamRequestHeaders(req.rawHeaders, hostHeader);
+    let bodyError: Reason | null = null;
+    let body: Transform | null = null;
+    if (hasBody) {
+      // Count through a stream undici reads itself: a 'data' listener on req would start the
+      // flow before undici is attached, and the first chunks would never reach upstream.
+      body = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          record.bytesOut += chunk.length;
+          // Chunked bodies have no declared length: stop at the cap and never complete upstream.
+          if (record.bytesOut > maxBody) {
+            bodyError = 'body_too_large';
+            record.setReason('body_too_large');
+            return cb(new Error('request body exceeds the limit'));
+          }
+          cb(null, chunk);
+        },
+      });
+      // An error on either side (client abort, cap) destroys both, so upstream never completes.
+      pipeline(req, body, () => undefined);
+    }
+    const abort = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    let upstream: Awaited<ReturnType<typeof pool.request>>;
+    try {
+      upstream = await pool.request({
+        method: req.method as 'GET',
+        path: target.path + (target.query !== null ? `?${target.query}` : ''),
+        headers,
+        body,
+        signal: abort.signal,
+      });
+    } catch (err) {
+      if (bodyError) return rejectResponse(res, record, bodyError, { close: true });
+      if (res.destroyed || req.destroyed) {
+        record.error = 'client closed the connection';
+        return;
+      }
+      record.error = scrubSecrets(err instanceof Error ? err.message : String(err));
+      return rejectResponse(res, record, upstreamErrorReason(err));
+    }
+    record.status = upstream.statusCode;
+    res.writeHead(upstream.statusCode, clientResponseHeaders(upstream.headers));
+    upstream.body.on('data', (chunk: Buffer) => {
+      record.bytesIn += chunk.length;
+    });
+    upstream.body.pipe(res);
+    upstream.body.once('error', (err) => {
+      record.error = scrubSecrets(err.message);
+      res.destroy();
+    });
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // CONNECT
+
+  async #onConnect(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const { logger, metrics, settings } = this.#deps;
+    const record = this.#record('connect', req);
+    const reject = (reason: Reason, detail?: string, retryAfterS?: number): void => {
+      rejectSocket(socket, record, reason, { detail, retryAfterS });
+      record.finish(logger, metrics);
+    };
+    socket.on('error', () => socket.destroy());
+    try {
+      let target: CanonicalAuthority;
+      try {
+        target = parseAuthority(req.url ?? '');
+      } catch (err) {
+        return reject('bad_request', err instanceof CanonicalError ? err.detail : 'bad CONNECT authority');
+      }
+      record.host = target.host;
+      record.port = target.port;
+      const admitted = this.#admit(req, socket, record, reject, (account, view) => ({
+        account,
+        kind: 'connect',
+        scheme: tunnelScheme(target.port),
+        host: target.host,
+        hostKind: target.hostKind,
+        port: target.port,
+        method: 'CONNECT',
+        lockdown: view.lockdown,
+        developerMode: view.developerMode,
+      }));
+      if (admitted === null) return;
+      const { decision, input } = admitted;
+      if (decision.matched?.inspect) {
+        // Rules on this destination can only be enforced by interception, which this build
+        // does not offer yet: never fall back to an opaque tunnel.
+        return reject('inspection_required', 'TLS interception is not enabled on this proxy');
+      }
+      const limits = this.#deps.policy.current.policy.limits;
+      if (this.#deps.registry.tunnelCount(record.account!) >= limits.maxConcurrentTunnels) return reject('tunnel_limit', undefined);
+      if (!this.#rateLimit(record.account!, reject)) return;
+      const addresses = await this.#resolve(target, decision, record, reject);
+      if (addresses === null) return;
+      await openTunnel({
+        client: socket,
+        head,
+        target,
+        addresses,
+        record,
+        input,
+        lockdown: input.lockdown,
+        deps: this.#deps,
+        idleTimeoutMs: settings.idleTimeoutMs,
+        helloTimeoutMs: settings.headerTimeoutMs,
+        maxDurationMs: settings.tunnelMaxDurationMs,
+        onReject: reject,
+      });
+    } catch (err) {
+      logger.error({ reqId: record.reqId, err: scrubSecrets(err instanceof Error ? (err.stack ?? err.message) : String(err)) }, 'connect handler failed');
+      if (!record.finished) reject('upstream_connect_error');
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Upgrade (WebSocket), and h2c which is stripped
+
+  async #onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const { logger, metrics, settings } = this.#deps;
+    const protocols = String(req.headers['upgrade'] ?? '')
+      .split(',')
+      .map((p) => p.trim().toLowerCase())
+      .filter((p) => p !== '' && p !== 'h2c');
+    if (protocols.length === 0) {
+      // h2c is always stripped: answer as a plain request on this connection, then close it.
+      if (requestHasBody(req)) {
+        const record = this.#record('http', req);
+        rejectSocket(socket, record, 'bad_request', { detail: 'h2c upgrade requests with a body are not supported; retry without Upgrade' });
+        record.finish(logger, metrics);
+        return;
+      }
+      const res = new http.ServerResponse(req);
+      res.shouldKeepAlive = false;
+      res.assignSocket(socket);
+      res.once('finish', () => res.detachSocket(socket));
+      return this.#onRequest(req, res, false, true);
+    }
+    const record = this.#record('http', req);
+    const reject = (reason: Reason, detail?: string, retryAfterS?: number): void => {
+      rejectSocket(socket, record, reason, { detail, retryAfterS });
+      record.finish(logger, metrics);
+    };
+    socket.on('error', () => socket.destroy());
+    const target = this.#parseTarget(req, record, reject);
+    if (target === null) return;
+    const admitted = this.#admit(req, socket, record, reject, (account, view) => ({
+      account,
+      kind: 'http',
+      scheme: target.scheme,
+      host: target.host,
+      hostKind: target.hostKind,
+      port: target.port,
+      method: req.method ?? 'GET',
+      path: target.path,
+      query: target.query,
+      headerNames: headerNames(req.rawHeaders),
+      hasBody: false,
+      upgrade: protocols.join(','),
+      requestBytes: requestHeadBytes(req.method ?? '', req.url ?? '', req.rawHeaders),
+      lockdown: view.lockdown,
+      developerMode: view.developerMode,
+    }));
+    if (admitted === null) return;
+    if (target.scheme !== 'http') return reject('scheme_not_allowed', 'upgrades are proxied for http:// only; wss goes through CONNECT');
+    if (!this.#rateLimit(record.account!, reject)) return;
+    const addresses = await this.#resolve(target, admitted.decision, record, reject);
+    if (addresses === null) return;
+    const hostHeader = formatAuthority(target, 80);
+    const raw = upstreamRequestHeaders(req.rawHeaders, hostHeader, true);
+    let headText = `${req.method} ${target.path}${target.query !== null ? `?${target.query}` : ''} HTTP/1.1\r\n`;
+    for (let i = 0; i < raw.length; i += 2) headText += `${raw[i]}: ${raw[i + 1]}\r\n`;
+    headText += '\r\n';
+    await openTunnel({
+      client: socket,
+      head: Buffer.concat([Buffer.from(headText, 'latin1'), head]),
+      target,
+      addresses,
+      record,
+      input: admitted.input,
+      lockdown: admitted.input.lockdown,
+      deps: this.#deps,
+      idleTimeoutMs: settings.idleTimeoutMs,
+      helloTimeoutMs: settings.headerTimeoutMs,
+      maxDurationMs: settings.tunnelMaxDurationMs,
+      onReject: reject,
+      upgrade: true,
+    });
+  }
+}
+
+/** Whether a request carries a body (declared length above zero, or any transfer coding). */
+export function requestHasBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const cl = req.headers['content-length'];
+  return cl !== undefined && cl !== '0';
+}
+

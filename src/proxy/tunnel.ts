@@ -1,0 +1,205 @@
+/**
+ * Opaque tunnels (CONNECT) and raw upgrade relays: dial the checked address, answer 200, peek
+ * the ClientHello so that its SNI must equal the CONNECT host, then relay with idle and total
+ * time limits. Every tunnel is registered so revocation, lockdown and reloads can close it.
+ */
+import net, { type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { canonicalizeHost, type CanonicalAuthority } from '../net/canonical.js';
+import { MAX_CLIENT_HELLO_BYTES, parseClientHello } from '../net/client-hello.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { DecisionInput } from '../policy/decide.js';
+import type { Reason } from '../reasons.js';
+import type { EgressRecord } from './egress-record.js';
+import type { ConnectionRegistry } from './registry.js';
+import { upstreamErrorReason } from './upstreams.js';
+
+/** What openTunnel needs. */
+export interface TunnelOptions {
+  readonly client: Socket;
+  /** Bytes the client sent after the CONNECT head (or the rebuilt upgrade request). */
+  readonly head: Buffer;
+  readonly target: CanonicalAuthority;
+  readonly addresses: readonly string[];
+  readonly record: EgressRecord;
+  readonly input: DecisionInput;
+  readonly lockdown: boolean;
+  readonly deps: { readonly logger: Logger; readonly metrics: Metrics; readonly registry: ConnectionRegistry };
+  readonly idleTimeoutMs: number;
+  readonly helloTimeoutMs: number;
+  readonly maxDurationMs: number | null;
+  /** Answers the client with a rejection (before any 200 was sent) and logs. */
+  readonly onReject: (reason: Reason, detail?: string) => void;
+  /** A WebSocket relay: `head` goes upstream as is, no 200 and no ClientHello peek. */
+  readonly upgrade?: boolean;
+  /** Dial timeout, ms (default 10 s). */
+  readonly connectTimeoutMs?: number;
+}
+
+const ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n';
+
+/** Dials the first checked address that answers. */
+function dial(addresses: readonly string[], port: number, timeoutMs: number): Promise<{ socket: Socket; ip: string }> {
+  return new Promise((resolve, reject) => {
+    let i = 0;
+    let lastError: unknown = null;
+    const next = (): void => {
+      const ip = addresses[i++];
+      if (ip === undefined) return reject(lastError ?? new Error('no address to dial'));
+      const socket = net.connect({ host: ip, port, noDelay: true, keepAlive: true });
+      const timer = setTimeout(() => socket.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), timeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        resolve({ socket, ip });
+      });
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        lastError = err;
+        next();
+      });
+    };
+    next();
+  });
+}
+
+/** Opens and runs one tunnel; resolves once it is established or refused. */
+export async function openTunnel(o: TunnelOptions): Promise<void> {
+  const { client, record, deps } = o;
+  const { logger, metrics, registry } = deps;
+  let upstream: Socket;
+  try {
+    const dialed = await dial(o.addresses, o.target.port, o.connectTimeoutMs ?? 10_000);
+    upstream = dialed.socket;
+    record.resolvedIp = dialed.ip;
+  } catch (err) {
+    record.error = err instanceof Error ? err.message : String(err);
+    return o.onReject(upstreamErrorReason(err));
+  }
+  if (client.destroyed) {
+    upstream.destroy();
+    record.error = 'client closed before the tunnel was established';
+    record.finish(logger, metrics);
+    return;
+  }
+
+  let closed = false;
+  let closeReason: Reason | undefined;
+  const close = (reason?: string): void => {
+    if (closed) return;
+    closed = true;
+    if (reason) {
+      record.error = reason;
+      if (reason === 'session_revoked' || reason === 'session_expired' || reason === 'sni_mismatch' || reason === 'sni_missing') closeReason = reason;
+    }
+    client.destroy();
+    upstream.destroy();
+  };
+  const unregister = registry.addTunnel({ account: record.account!, sessionId: record.sessionId!, input: o.input, close });
+  metrics.activeTunnels.inc();
+  let maxTimer: NodeJS.Timeout | undefined;
+  if (o.maxDurationMs !== null) maxTimer = setTimeout(() => close('tunnel_max_duration'), o.maxDurationMs).unref();
+  let cleaned = false;
+  const cleanup = (): void => {
+    if (cleaned) return;
+    cleaned = true;
+    close();
+    if (maxTimer) clearTimeout(maxTimer);
+    unregister();
+    metrics.activeTunnels.dec();
+    // A tunnel closed before it proved its SNI still gets its decision line.
+    if (!record.finished) record.finish(logger, metrics);
+    record.logClose(logger, metrics, closeReason);
+  };
+  client.once('close', cleanup);
+  upstream.once('close', cleanup);
+  client.on('error', () => close());
+  upstream.on('error', (err) => {
+    record.error = err.message;
+    close();
+  });
+  const idle = (): void => close('idle_timeout');
+  client.setTimeout(o.idleTimeoutMs, idle);
+  upstream.setTimeout(o.idleTimeoutMs, idle);
+  client.on('data', (chunk: Buffer) => {
+    record.bytesOut += chunk.length;
+  });
+
+  const relay = (initial: Buffer): void => {
+    if (initial.length > 0) upstream.write(initial);
+    // Upstream is read only from here on: a server that speaks first (SSH, SMTP) keeps its
+    // greeting in the socket until there is somewhere to send it.
+    upstream.on('data', (chunk: Buffer) => {
+      record.bytesIn += chunk.length;
+    });
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+
+  if (o.upgrade) {
+    record.status = 101;
+    record.bytesOut += 0;
+    relay(o.head);
+    record.finish(logger, metrics);
+    return;
+  }
+
+  client.write(ESTABLISHED);
+  record.status = 200;
+  // Bytes counted by the data listener from here on; head was not seen by it.
+  record.bytesOut += o.head.length;
+  let buffered = o.head;
+  const helloTimer = setTimeout(() => {
+    close('client sent no TLS ClientHello in time');
+  }, o.helloTimeoutMs);
+  helloTimer.unref();
+
+  // The listener allows half-open sockets: a client that ends before its first bytes were
+  // judged would otherwise hold the tunnel (and its upstream) until the hello timeout.
+  const onEarlyEnd = (): void => close('client closed before its first bytes were judged');
+  const judge = (): boolean => {
+    const hello = parseClientHello(buffered);
+    if (hello.status === 'incomplete' && buffered.length < MAX_CLIENT_HELLO_BYTES) return false;
+    clearTimeout(helloTimer);
+    client.removeListener('data', onPeek);
+    client.removeListener('end', onEarlyEnd);
+    let sni: string | null = null;
+    if (hello.status === 'ok') sni = hello.sni;
+    if (sni !== null) {
+      let canonical: string | null = null;
+      try {
+        canonical = canonicalizeHost(sni).host;
+      } catch {
+        canonical = null;
+      }
+      if (canonical !== o.target.host) {
+        // Domain fronting: the tunnel was granted for one name and the TLS session asks for another.
+        record.setReason('sni_mismatch');
+        record.finish(logger, metrics);
+        close('sni_mismatch');
+        return true;
+      }
+    } else if (o.lockdown) {
+      record.setReason('sni_missing');
+      record.finish(logger, metrics);
+      close('sni_missing');
+      return true;
+    } else {
+      // Allowed outside lockdown (IP-literal TLS and plain HTTP through CONNECT send no SNI); logged.
+      record.error = hello.status === 'ok' ? 'sni_missing' : `sni_missing (${hello.status === 'not_tls' ? 'not TLS' : 'unparsable ClientHello'})`;
+    }
+    record.finish(logger, metrics);
+    client.pause();
+    relay(buffered);
+    client.resume();
+    return true;
+  };
+  const onPeek = (chunk: Buffer): void => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    judge();
+  };
+  if (buffered.length === 0 || !judge()) {
+    client.on('data', onPeek);
+    client.once('end', onEarlyEnd);
+  }
+}
