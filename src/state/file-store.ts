@@ -288,6 +288,10 @@ export class FileStore implements StateStore {
     return this.#cache.getGlobal();
   }
 
+  countLiveSessions(now: Date): number {
+    return this.#cache.countLive(now);
+  }
+
   /** Always 0: this process is the only writer, so its cache is the state. */
   stalenessMs(): number {
     return 0;

@@ -197,6 +197,13 @@ export class MemoryCache implements CacheReader {
     return this.#byAccount.get(account) ?? new Set();
   }
 
+  /** Sessions neither revoked nor expired at `now`. */
+  countLive(now: Date): number {
+    let n = 0;
+    for (const s of this.#sessions.values()) if (isLiveSession(s, now)) n++;
+    return n;
+  }
+
   /** Number of sessions held, revoked ones included. */
   get sessionCount(): number {
     return this.#sessions.size;

@@ -87,6 +87,8 @@ export interface StateStore {
   /** Every account with any state recorded. */
   listAccounts(): AccountState[];
   getGlobal(): GlobalState;
+  /** Sessions that are neither revoked nor expired at `now` (for the sessions_active gauge). */
+  countLiveSessions(now: Date): number;
   /** Milliseconds since the cache was last known to be in sync with the store (0 for a local file). */
   stalenessMs(): number;
 
