@@ -23,7 +23,8 @@ export function parseBasic(header: string): { user: string; password: string } |
   const encoded = header.slice(space + 1).trim();
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(encoded)) return null;
   const decoded = Buffer.from(encoded, 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
+  // Split at the LAST colon: tokens and JWTs contain none, while OIDC account names do (oidc:alice).
+  const colon = decoded.lastIndexOf(':');
   if (colon < 0) return null;
   return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
