@@ -63,7 +63,7 @@ export function parsePolicy(source: string, file: string): LoadedPolicy {
     lineCounter,
     prettyErrors: true,
     // yaml's own uniqueKeys check is quadratic in the keys of a map (100,000 destinations take
-    // minutes); duplicates are found in one pass by duplicateKeyIssues instead.
+    // minutes); duplicates are found in one pass by addDuplicateKeys instead.
     uniqueKeys: false,
     // YAML 1.2 has no merge keys; "<<" stays an ordinary key, which the strict schema rejects.
     merge: false,
@@ -196,6 +196,8 @@ interface Walk {
 
 /** Maps data paths to document positions. */
 class Locator {
+  private readonly pairIndexes = new WeakMap<YAMLMap, Map<string, Pair>>();
+
   constructor(
     private readonly doc: Document,
     private readonly lineCounter: LineCounter,
@@ -260,8 +262,6 @@ class Locator {
     return index;
   }
 
-  private readonly pairIndexes = new WeakMap<YAMLMap, Map<string, Pair>>();
-
   /** Every node of the document with its path, keys included (for errors found by offset). */
   *entries(node: unknown = this.doc.contents, path: Path = []): Generator<{ path: Path; node: unknown; key: unknown }> {
     if (isMap(node)) {
@@ -314,9 +314,8 @@ function yamlMessage(err: YAMLError): string {
   return first.replace(/ at line \d+, column \d+:?$/, '');
 }
 
-/** A duplicate key in any map, reported at the repeated key; not fatal (the tree is intact). */
-function duplicateKeyIssues(loc: Locator, node: unknown, path: Path = []): SyntaxIssue[] {
-  const out: SyntaxIssue[] = [];
+/** Adds every repeated key of every map, at the repeat; not fatal (the tree is intact). */
+function addDuplicateKeys(loc: Locator, node: unknown, path: Path, out: SyntaxIssue[]): void {
   if (isMap(node)) {
     const keys = new Set<string>();
     for (const pair of node.items) {
@@ -324,24 +323,19 @@ function duplicateKeyIssues(loc: Locator, node: unknown, path: Path = []): Synta
       const child = [...path, name];
       if (keys.has(name)) out.push({ issue: loc.at(startOf(pair.key) ?? 0, formatPath(child), `duplicate key ${q(name)}: keys must be unique`), fatal: false });
       keys.add(name);
-      out.push(...duplicateKeyIssues(loc, pair.value, child));
+      addDuplicateKeys(loc, pair.value, child, out);
     }
   } else if (isSeq(node)) {
-    node.items.forEach((item, i) => out.push(...duplicateKeyIssues(loc, item, [...path, i])));
+    node.items.forEach((item, i) => addDuplicateKeys(loc, item, [...path, i], out));
   }
-  return out;
 }
 
-/** Every YAML error, plus aliases to missing anchors (which yaml reports only when converting). */
+/** Every YAML error, duplicate keys, and aliases to missing anchors (which yaml reports only when converting). */
 function yamlIssues(doc: Document, loc: Locator, source: string): SyntaxIssue[] {
-  const out: SyntaxIssue[] = doc.errors.map((err) => {
-    if (err.code !== 'DUPLICATE_KEY') return { issue: loc.yamlIssue(err, yamlMessage(err)), fatal: true };
-    const found = [...loc.entries()].find((e) => startOf(e.key) === err.pos[0]);
-    if (found === undefined) return { issue: loc.yamlIssue(err, yamlMessage(err)), fatal: true };
-    return { issue: loc.yamlIssue(err, `duplicate key ${q(keyText(found.key))}: keys must be unique`, found.path), fatal: false };
-  });
-  out.push(...duplicateKeyIssues(loc, doc.contents));
-  if (doc.directives?.yaml.version !== '1.2') {
+  const out: SyntaxIssue[] = doc.errors.map((err) => ({ issue: loc.yamlIssue(err, yamlMessage(err)), fatal: true }));
+  addDuplicateKeys(loc, doc.contents, [], out);
+  const version = doc.directives?.yaml.version;
+  if (version !== undefined && version !== '1.2') {
     // A %YAML 1.1 directive would turn yes/no/on/off into booleans and "<<" into merges.
     const message = 'only YAML 1.2 is supported; remove the %YAML directive';
     out.push({ issue: loc.at(Math.max(0, source.search(/^%YAML\b/m)), '', message), fatal: true });

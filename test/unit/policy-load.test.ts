@@ -296,6 +296,15 @@ describe('parsePolicy', () => {
     expectIssues(issues, ['2:1: version: duplicate key "version"', '3:1: bogus: unknown key "bogus"']);
   });
 
+  test('duplicate keys are found in nested maps and list items, at each repeat', () => {
+    const text = 'version: 1\naccounts:\n  - match: a\n    match: b\n    match: c\ndeny: {hosts: [], hosts: []}\n';
+    expectIssues(issuesOf(() => parsePolicy(text, 'p.yaml')), [
+      '4:5: accounts[0].match: duplicate key "match"',
+      '5:5: accounts[0].match: duplicate key "match"',
+      '6:19: deny.hosts: duplicate key "hosts"',
+    ]);
+  });
+
   test('a problem inside an aliased list is reported where the list is written', () => {
     const text = 'version: 1\ndestinations:\n  a:\n    hosts: &h [ok.example, Bad.example]\n  b:\n    hosts: *h\n';
     const issues = issuesOf(() => parsePolicy(text, 'p.yaml'));
