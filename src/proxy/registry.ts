@@ -26,6 +26,8 @@ export class ConnectionRegistry {
   readonly #binding = new WeakMap<Socket, Binding>();
   readonly #tunnels = new Set<OpenTunnel>();
   readonly #tunnelsByAccount = new Map<string, number>();
+  readonly #pendingByAccount = new Map<string, number>();
+  readonly #noTunnelWaiters: (() => void)[] = [];
 
   /** The session a connection is bound to, if any. */
   bindingOf(socket: Socket): Binding | undefined {
@@ -56,12 +58,35 @@ export class ConnectionRegistry {
       const n = (this.#tunnelsByAccount.get(tunnel.account) ?? 1) - 1;
       if (n <= 0) this.#tunnelsByAccount.delete(tunnel.account);
       else this.#tunnelsByAccount.set(tunnel.account, n);
+      if (this.#tunnels.size === 0) for (const wake of this.#noTunnelWaiters.splice(0)) wake();
     };
   }
 
-  /** Open tunnels of an account on this replica. */
+  /** Resolves once no tunnel is registered (at once when none is). */
+  whenNoTunnels(): Promise<void> {
+    if (this.#tunnels.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#noTunnelWaiters.push(resolve));
+  }
+
+  /**
+   * Holds a tunnel slot while a CONNECT is resolved and dialed, so that CONNECTs arriving in the
+   * same moment cannot all pass the concurrency check; returns the release function (idempotent).
+   */
+  reserveTunnel(account: string): () => void {
+    this.#pendingByAccount.set(account, (this.#pendingByAccount.get(account) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.#pendingByAccount.get(account) ?? 1) - 1;
+      if (n <= 0) this.#pendingByAccount.delete(account);
+      else this.#pendingByAccount.set(account, n);
+    };
+  }
+
+  /** Open (and reserved) tunnels of an account on this replica. */
   tunnelCount(account: string): number {
-    return this.#tunnelsByAccount.get(account) ?? 0;
+    return (this.#tunnelsByAccount.get(account) ?? 0) + (this.#pendingByAccount.get(account) ?? 0);
   }
 
   get tunnels(): ReadonlySet<OpenTunnel> {

@@ -129,6 +129,9 @@ export class ProxyServer {
     this.#deps.registry.closeAll('draining');
     for (const socket of this.#sockets) socket.destroy();
     await closed;
+    // Destroyed tunnels tear down on their sockets' 'close' events, which may come after the
+    // server's: wait, so that their close lines are written before the caller flushes the log.
+    await this.#deps.registry.whenNoTunnels();
   }
 
   #onConnection(socket: Socket): void {
@@ -253,7 +256,15 @@ export class ProxyServer {
   async #onRequest(req: IncomingMessage, res: ServerResponse, expectContinue: boolean, h2cStripped = false): Promise<void> {
     const { logger, metrics } = this.#deps;
     const record = this.#record('http', req);
-    res.once('close', () => record.finish(logger, metrics));
+    res.once('close', () => {
+      // 'close' before the response finished: the client left mid-request (the line is written
+      // now, before the forwarding code's own error handling runs).
+      if (!res.writableFinished) record.error ??= 'client closed the connection';
+      record.finish(logger, metrics);
+      // While draining, a keep-alive connection is closed as soon as its last request is done,
+      // not at the drain deadline (server.close() closed only the connections idle back then).
+      if (this.#draining) setImmediate(() => this.server.closeIdleConnections());
+    });
     const reject = (reason: Reason, detail?: string, retryAfterS?: number): void => rejectResponse(res, record, reason, { detail, retryAfterS });
     try {
       const target = this.#parseTarget(req, record, reject);
@@ -343,7 +354,10 @@ export class ProxyServer {
           // Chunked bodies have no declared length: stop at the cap and never complete upstream.
           if (record.bytesOut > maxBody) {
             bodyError = 'body_too_large';
+            // Recorded now: the client connection is torn down with the body, and the line
+            // may be written before the 413 is attempted.
             record.setReason('body_too_large');
+            record.status = 413;
             return cb(new Error('request body exceeds the limit'));
           }
           cb(null, chunk);
@@ -426,23 +440,29 @@ export class ProxyServer {
       }
       const limits = this.#deps.policy.current.policy.limits;
       if (this.#deps.registry.tunnelCount(record.account!) >= limits.maxConcurrentTunnels) return reject('tunnel_limit', undefined);
-      if (!this.#rateLimit(record.account!, reject)) return;
-      const addresses = await this.#resolve(target, decision, record, reject);
-      if (addresses === null) return;
-      await openTunnel({
-        client: socket,
-        head,
-        target,
-        addresses,
-        record,
-        input,
-        lockdown: input.lockdown,
-        deps: this.#deps,
-        idleTimeoutMs: settings.idleTimeoutMs,
-        helloTimeoutMs: settings.headerTimeoutMs,
-        maxDurationMs: settings.tunnelMaxDurationMs,
-        onReject: reject,
-      });
+      // The slot is held across the awaits below; openTunnel registers the tunnel itself.
+      const release = this.#deps.registry.reserveTunnel(record.account!);
+      try {
+        if (!this.#rateLimit(record.account!, reject)) return;
+        const addresses = await this.#resolve(target, decision, record, reject);
+        if (addresses === null) return;
+        await openTunnel({
+          client: socket,
+          head,
+          target,
+          addresses,
+          record,
+          input,
+          lockdown: input.lockdown,
+          deps: this.#deps,
+          idleTimeoutMs: settings.idleTimeoutMs,
+          helloTimeoutMs: settings.headerTimeoutMs,
+          maxDurationMs: settings.tunnelMaxDurationMs,
+          onReject: reject,
+        });
+      } finally {
+        release();
+      }
     } catch (err) {
       logger.error({ reqId: record.reqId, err: scrubSecrets(err instanceof Error ? (err.stack ?? err.message) : String(err)) }, 'connect handler failed');
       if (!record.finished) reject('upstream_connect_error');

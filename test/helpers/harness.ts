@@ -117,6 +117,8 @@ export interface HarnessOptions {
   readonly dns?: DnsRecords;
   /** Extra `serve` flags. */
   readonly flags?: readonly string[];
+  /** `--drain-timeout-ms` (default 2000; a flag may be given only once). */
+  readonly drainTimeoutMs?: number;
   readonly overrides?: AppOverrides;
 }
 
@@ -156,7 +158,7 @@ export async function startHarness(options: HarnessOptions): Promise<Harness> {
       '--store', `file:${path.join(dir, 'state.json')}`,
       '--admin-token-file', path.join(dir, 'admin-tokens.json'),
       '--ca-dir', path.join(dir, 'ca'),
-      '--drain-timeout-ms', '2000',
+      '--drain-timeout-ms', String(options.drainTimeoutMs ?? 2000),
       ...(options.flags ?? []),
     ],
     {},

@@ -203,7 +203,7 @@ limits:
   });
 
   test('no credential ever appears in a log line', () => {
-    expect(h.logs.text()).not.toContain(token.split('_')[2]!);
+    expect(h.logs.text()).not.toContain(token.slice(-43));
     expect(h.logs.text()).not.toContain(h.adminToken);
     expect(h.logs.text()).not.toMatch(/Basic [A-Za-z0-9+/=]{20,}/);
   });
