@@ -2,7 +2,9 @@
  * Wires one Portcullis process together from a validated config: policy, store, identity,
  * resolver, proxy and admin listeners, logs and metrics. Everything can be closed from a test.
  */
+import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AdminTokens, ensureAdminTokens } from './admin/tokens.js';
@@ -15,7 +17,9 @@ import { createLogger, flushLogger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { decide } from './policy/decide.js';
 import { formatIssue } from './policy/load.js';
+import type { CompiledPolicy } from './policy/compile.js';
 import { PolicyReloader, type ReloadResult } from './policy/reloader.js';
+import { CA_FILES, createCa, LeafMinter, readCa, writeCa } from './tls/ca.js';
 import { RateLimiter } from './proxy/limits.js';
 import { ConnectionRegistry } from './proxy/registry.js';
 import { ProxyServer } from './proxy/server.js';
@@ -51,6 +55,8 @@ export interface App {
   readonly adminAddress: string;
   /** Where a first-start admin token was written, if one was created. */
   readonly createdAdminTokenFile: string | null;
+  /** The interception CA certificate, when one was created at this start. */
+  readonly createdCaFile: string | null;
   /** Graceful shutdown; idempotent. */
   close(): Promise<void>;
 }
@@ -96,6 +102,8 @@ async function assemble(
   });
   closers.push(() => upstreams.destroy());
   const tls = config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : null;
+  const ca = await openInterceptionCa(config.caDir, policy, logger);
+  closers.push(() => ca.close());
   const proxy = new ProxyServer({
     policy,
     store,
@@ -107,6 +115,7 @@ async function assemble(
     lastSeen,
     logger,
     metrics,
+    interceptor: ca.interceptor,
     settings: {
       headerTimeoutMs: config.headerTimeoutMs,
       idleTimeoutMs: config.idleTimeoutMs,
@@ -182,6 +191,9 @@ async function assemble(
     proxyAddress,
     adminAddress,
     createdAdminTokenFile: tokenSetup.created ? (tokenSetup.tokenFile ?? null) : null,
+    get createdCaFile() {
+      return ca.createdFile;
+    },
     close: () =>
       (closing ??= (async () => {
         logger.info({ drainTimeoutMs: config.drainTimeoutMs }, 'draining');
@@ -191,11 +203,71 @@ async function assemble(
         await admin.close();
         policy.close();
         await lastSeen.close();
+        ca.close();
         await upstreams.close();
         await store.close();
         logger.info('stopped');
         await flushLogger(logger);
       })()),
+  };
+}
+
+/**
+ * The interception CA: loaded from --ca-dir when present, created on first start (or on the
+ * reload that first needs it) when the policy has `inspect: true` destinations. The directory
+ * is watched so `portcullis ca rotate` takes effect without downtime, dropping cached leaves.
+ */
+async function openInterceptionCa(
+  dir: string,
+  policy: PolicyReloader,
+  logger: Logger,
+): Promise<{ interceptor: { current: LeafMinter | null }; createdFile: string | null; close(): void }> {
+  const interceptor: { current: LeafMinter | null } = { current: null };
+  const state = { createdFile: null as string | null, watcher: null as FSWatcher | null, timer: null as NodeJS.Timeout | null };
+  const certFile = path.resolve(dir, CA_FILES.cert);
+  const watchDir = (): void => {
+    if (state.watcher) return;
+    state.watcher = watch(dir, { persistent: false }, () => {
+      if (state.timer) clearTimeout(state.timer);
+      state.timer = setTimeout(() => void rotate(), 150);
+      state.timer.unref();
+    });
+    state.watcher.on('error', () => undefined);
+  };
+  const rotate = async (): Promise<void> => {
+    const ca = await readCa(dir).catch(() => null);
+    if (ca === null || interceptor.current === null || ca.certPem === interceptor.current.caCertPem) return;
+    await interceptor.current.replaceCa(ca);
+    logger.warn({ caCert: certFile }, 'interception CA rotated; cached leaves dropped');
+  };
+  const ensure = async (needed: boolean): Promise<void> => {
+    if (interceptor.current !== null) return;
+    let ca = await readCa(dir);
+    if (ca === null) {
+      if (!needed) return;
+      ca = await createCa();
+      await writeCa(dir, ca);
+      state.createdFile = certFile;
+      logger.warn({ caCert: certFile }, 'created the interception CA; clients must trust it (portcullis ca show)');
+    }
+    interceptor.current = await LeafMinter.fromPem(ca);
+    watchDir();
+  };
+  await ensure(policy.current.needsInterception);
+  const onChange = (compiled: CompiledPolicy): void => {
+    if (compiled.needsInterception) ensure(true).catch((err: unknown) => logger.error({ err }, 'cannot create the interception CA'));
+  };
+  policy.on('change', onChange);
+  return {
+    interceptor,
+    get createdFile() {
+      return state.createdFile;
+    },
+    close: () => {
+      policy.off('change', onChange);
+      state.watcher?.close();
+      if (state.timer) clearTimeout(state.timer);
+    },
   };
 }
 

@@ -15,6 +15,7 @@ import {
 } from './admin-client.js';
 import { explainCommand, policyCheck, policyTest } from './policy.js';
 import { serveCommand } from './serve.js';
+import { caInit, caRotate, caShow } from './ca.js';
 import { processIo, UsageError, type Io } from './io.js';
 
 type Command = (argv: string[], io: Io) => Promise<number>;
@@ -23,6 +24,7 @@ const COMMANDS: Record<string, Command | Record<string, Command>> = {
   policy: { check: policyCheck, test: policyTest },
   explain: explainCommand,
   serve: serveCommand,
+  ca: { init: caInit, show: caShow, rotate: caRotate },
   sessions: { list: sessionsList, create: sessionsCreate, revoke: sessionsRevoke, 'revoke-all': sessionsRevokeAll },
   lockdown: { on: lockdownOn, off: lockdownOff, status: lockdownStatus },
   'developer-mode': { on: developerModeOn, off: developerModeOff },
@@ -37,7 +39,7 @@ const USAGE = `usage: portcullis <command>
   sessions list|create|revoke|revoke-all
   lockdown on|off|status ACCOUNT
   developer-mode on|off ACCOUNT
-  ca init|show`;
+  ca init|show|rotate [--ca-dir DIR]    the TLS interception CA`;
 
 /** Runs the CLI with the given arguments; returns the exit code. */
 export async function main(argv: string[], io: Io = processIo): Promise<number> {

@@ -4,6 +4,7 @@
 import { startApp } from '../app.js';
 import { ConfigError, describeFlags, loadConfig } from '../config/load.js';
 import { PolicyLoadError } from '../policy/load.js';
+import { trustHint } from './ca.js';
 import type { Io } from './io.js';
 
 /** Runs the proxy until a signal; returns the exit code. */
@@ -45,6 +46,10 @@ export async function serveCommand(argv: string[], io: Io): Promise<number> {
   io.err(`portcullis: policy ${config.policy} (${app.policy.current.hash.slice(0, 12)})`);
   if (app.createdAdminTokenFile) {
     io.err(`portcullis: created an admin token in ${app.createdAdminTokenFile} (mode 0600); the CLI reads it from there`);
+  }
+  if (app.createdCaFile) {
+    io.err(`portcullis: the policy intercepts TLS, so an interception CA was created: ${app.createdCaFile}`);
+    io.err(trustHint(app.createdCaFile));
   }
   io.err('portcullis: create a session for an agent, then give it the proxy line it prints:');
   io.err(`    npx portcullis sessions create my-agent --app my-agent-runtime`);

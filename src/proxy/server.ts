@@ -19,11 +19,13 @@ import { decide, type Decision, type DecisionInput, type RequestKind } from '../
 import { tunnelScheme } from '../policy/explain.js';
 import type { Reason } from '../reasons.js';
 import type { StateStore } from '../state/types.js';
+import type { LeafMinter } from '../tls/ca.js';
 import { EgressRecord } from './egress-record.js';
 import { clientResponseHeaders, headerNames, requestHeadBytes, upstreamRequestHeaders } from './headers.js';
 import type { RateLimiter } from './limits.js';
 import type { ConnectionRegistry } from './registry.js';
 import { rejectResponse, rejectSocket } from './reject.js';
+import { INTERCEPTED, startInterception, type InterceptedConnection, type InterceptedSocket } from './intercept.js';
 import { openTunnel } from './tunnel.js';
 import { upstreamErrorReason, type Upstreams } from './upstreams.js';
 
@@ -52,6 +54,8 @@ export interface ProxyDeps {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly settings: ProxySettings;
+  /** Leaf minter for `inspect: true` destinations; null when no CA is loaded. */
+  readonly interceptor: { current: LeafMinter | null };
 }
 
 /** The effective switches for one account, or unavailable in fail-closed mode. */
@@ -66,6 +70,7 @@ const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
 export class ProxyServer {
   readonly server: http.Server;
   readonly #deps: ProxyDeps;
+  readonly #inner: http.Server;
   #draining = false;
   #closed = false;
   readonly #sockets = new Set<Socket>();
@@ -96,6 +101,19 @@ export class ProxyServer {
     this.server.on('connect', (req, socket, head) => void this.#onConnect(req, socket as Socket, head));
     this.server.on('upgrade', (req, socket, head) => void this.#onUpgrade(req, socket as Socket, head));
     this.server.on('clientError', (err, socket) => this.#onClientError(err as NodeJS.ErrnoException, socket));
+    // Decrypted connections of intercepted tunnels are served here; it never listens.
+    this.#inner = http.createServer(options);
+    this.#inner.timeout = s.idleTimeoutMs;
+    const grant = (req: IncomingMessage): InterceptedConnection | undefined => (req.socket as InterceptedSocket)[INTERCEPTED];
+    this.#inner.on('request', (req, res) => void this.#onRequest(req, res, false, false, grant(req)));
+    this.#inner.on('checkContinue', (req, res) => void this.#onRequest(req, res, true, false, grant(req)));
+    this.#inner.on('upgrade', (req, socket: Socket) => {
+      const record = new EgressRecord('intercepted');
+      record.method = req.method;
+      rejectSocket(socket, record, 'upgrade_not_allowed', { detail: 'upgrades inside intercepted tunnels are not supported' });
+      record.finish(this.#deps.logger, this.#deps.metrics);
+    });
+    this.#inner.on('clientError', (_err, socket: Duplex) => socket.destroy());
   }
 
   /** Starts listening; resolves with the bound address. */
@@ -185,6 +203,14 @@ export class ProxyServer {
     return result;
   }
 
+  #innerIdentity(inner: InterceptedConnection, record: EgressRecord): AuthResult {
+    record.account = inner.account;
+    record.sessionId = inner.sessionId;
+    const session = this.#deps.store.getSession(inner.sessionId);
+    if (session === undefined) return { ok: false, reason: 'session_revoked' };
+    return this.#deps.auth.check(session);
+  }
+
   /** Account switches from the cache; fail mode applies when the cache is stale. */
   accountView(account: string): AccountView {
     const { store, settings } = this.#deps;
@@ -204,9 +230,11 @@ export class ProxyServer {
     record: EgressRecord,
     reject: (reason: Reason, detail?: string) => void,
     build: (account: string, view: { lockdown: boolean; developerMode: boolean }) => DecisionInput,
+    inner?: InterceptedConnection,
   ): { decision: Decision; input: DecisionInput } | null {
     if (this.#draining) return (reject('draining'), null);
-    const auth = this.#authenticate(req, socket, record);
+    // Inside an intercepted tunnel the identity is the CONNECT's session, re-checked per request.
+    const auth = inner ? this.#innerIdentity(inner, record) : this.#authenticate(req, socket, record);
     if (!auth.ok) return (reject(auth.reason), null);
     const view = this.accountView(auth.session.account);
     if (view === 'unavailable') return (reject('state_unavailable'), null);
@@ -253,9 +281,9 @@ export class ProxyServer {
   // ----------------------------------------------------------------------------------------
   // Plain HTTP
 
-  async #onRequest(req: IncomingMessage, res: ServerResponse, expectContinue: boolean, h2cStripped = false): Promise<void> {
+  async #onRequest(req: IncomingMessage, res: ServerResponse, expectContinue: boolean, h2cStripped = false, inner?: InterceptedConnection): Promise<void> {
     const { logger, metrics } = this.#deps;
-    const record = this.#record('http', req);
+    const record = this.#record(inner ? 'intercepted' : 'http', req);
     res.once('close', () => {
       // 'close' before the response finished: the client left mid-request (the line is written
       // now, before the forwarding code's own error handling runs).
@@ -267,13 +295,13 @@ export class ProxyServer {
     });
     const reject = (reason: Reason, detail?: string, retryAfterS?: number): void => rejectResponse(res, record, reason, { detail, retryAfterS });
     try {
-      const target = this.#parseTarget(req, record, reject);
+      const target = inner ? this.#parseInnerTarget(req, inner, record, reject) : this.#parseTarget(req, record, reject);
       if (target === null) return;
       const socket = req.socket;
       const hasBody = h2cStripped ? false : requestHasBody(req);
       const admitted = this.#admit(req, socket, record, reject, (account, view) => ({
         account,
-        kind: 'http',
+        kind: inner ? 'intercepted' : 'http',
         scheme: target.scheme,
         host: target.host,
         hostKind: target.hostKind,
@@ -287,7 +315,7 @@ export class ProxyServer {
         requestBytes: requestHeadBytes(req.method ?? '', req.url ?? '', req.rawHeaders),
         lockdown: view.lockdown,
         developerMode: view.developerMode,
-      }));
+      }), inner);
       if (admitted === null) return;
       const { decision } = admitted;
       const limits = this.#deps.policy.current.policy.limits;
@@ -322,6 +350,35 @@ export class ProxyServer {
     }
     record.host = target.host;
     record.port = target.port;
+    record.path = target.path;
+    record.queryLength = target.query?.length;
+    return target;
+  }
+
+  /**
+   * An inner request of an intercepted tunnel: origin-form only, its Host must name the
+   * CONNECT's host and port, and it is canonicalized against that authority.
+   */
+  #parseInnerTarget(req: IncomingMessage, inner: InterceptedConnection, record: EgressRecord, reject: (reason: Reason, detail?: string) => void): CanonicalTarget | null {
+    const url = req.url ?? '';
+    record.host = inner.target.host;
+    record.port = inner.target.port;
+    if (!url.startsWith('/')) return (reject('bad_request', 'requests inside an intercepted tunnel must use origin-form targets'), null);
+    if (url.length > this.#deps.policy.current.policy.limits.maxUrlLength) return (reject('url_too_long'), null);
+    if (!PRINTABLE_ASCII.test(url)) return (reject('bad_request', 'request-target must be printable ASCII'), null);
+    let host: CanonicalAuthority;
+    try {
+      host = parseAuthority(req.headers.host ?? '', 443);
+    } catch {
+      return (reject('host_mismatch', 'the Host header is missing or malformed'), null);
+    }
+    if (host.host !== inner.target.host || host.port !== inner.target.port) return (reject('host_mismatch'), null);
+    let target: CanonicalTarget;
+    try {
+      target = parseAbsoluteUrl(`https://${formatAuthority(inner.target, 443)}${url}`);
+    } catch (err) {
+      return (reject('bad_request', err instanceof CanonicalError ? err.detail : 'bad URL'), null);
+    }
     record.path = target.path;
     record.queryLength = target.query?.length;
     return target;
@@ -433,9 +490,10 @@ export class ProxyServer {
       }));
       if (admitted === null) return;
       const { decision, input } = admitted;
-      if (decision.matched?.inspect) {
-        // Rules on this destination can only be enforced by interception, which this build
-        // does not offer yet: never fall back to an opaque tunnel.
+      const minter = decision.matched?.inspect ? this.#deps.interceptor.current : null;
+      if (decision.matched?.inspect && minter === null) {
+        // Rules on this destination can only be enforced by interception: never fall back to
+        // an opaque tunnel when no CA is loaded.
         return reject('inspection_required', 'TLS interception is not enabled on this proxy');
       }
       const limits = this.#deps.policy.current.policy.limits;
@@ -444,6 +502,23 @@ export class ProxyServer {
       const release = this.#deps.registry.reserveTunnel(record.account!);
       try {
         if (!this.#rateLimit(record.account!, reject)) return;
+        if (minter !== null) {
+          // Intercepted: nothing is dialed for the tunnel; every inner request is decided,
+          // resolved and connected on its own.
+          return startInterception({
+            client: socket,
+            head,
+            target,
+            record,
+            input,
+            minter,
+            inner: this.#inner,
+            deps: this.#deps,
+            idleTimeoutMs: settings.idleTimeoutMs,
+            helloTimeoutMs: settings.headerTimeoutMs,
+            maxDurationMs: settings.tunnelMaxDurationMs,
+          });
+        }
         const addresses = await this.#resolve(target, decision, record, reject);
         if (addresses === null) return;
         await openTunnel({

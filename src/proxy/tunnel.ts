@@ -6,7 +6,7 @@
 import net, { type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { canonicalizeHost, type CanonicalAuthority } from '../net/canonical.js';
-import { MAX_CLIENT_HELLO_BYTES, parseClientHello } from '../net/client-hello.js';
+import { MAX_CLIENT_HELLO_BYTES, parseClientHello, type ClientHelloResult } from '../net/client-hello.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { DecisionInput } from '../policy/decide.js';
 import type { Reason } from '../reasons.js';
@@ -148,58 +148,85 @@ export async function openTunnel(o: TunnelOptions): Promise<void> {
   record.status = 200;
   // Bytes counted by the data listener from here on; head was not seen by it.
   record.bytesOut += o.head.length;
-  let buffered = o.head;
-  const helloTimer = setTimeout(() => {
-    close('client sent no TLS ClientHello in time');
-  }, o.helloTimeoutMs);
-  helloTimer.unref();
-
-  // The listener allows half-open sockets: a client that ends before its first bytes were
-  // judged would otherwise hold the tunnel (and its upstream) until the hello timeout.
-  const onEarlyEnd = (): void => close('client closed before its first bytes were judged');
-  const judge = (): boolean => {
-    const hello = parseClientHello(buffered);
-    if (hello.status === 'incomplete' && buffered.length < MAX_CLIENT_HELLO_BYTES) return false;
-    clearTimeout(helloTimer);
-    client.removeListener('data', onPeek);
-    client.removeListener('end', onEarlyEnd);
-    let sni: string | null = null;
-    if (hello.status === 'ok') sni = hello.sni;
-    if (sni !== null) {
-      let canonical: string | null = null;
-      try {
-        canonical = canonicalizeHost(sni).host;
-      } catch {
-        canonical = null;
-      }
-      if (canonical !== o.target.host) {
-        // Domain fronting: the tunnel was granted for one name and the TLS session asks for another.
-        record.setReason('sni_mismatch');
-        record.finish(logger, metrics);
-        close('sni_mismatch');
-        return true;
-      }
-    } else if (o.lockdown) {
-      record.setReason('sni_missing');
+  peekClientHello(client, o.head, o.helloTimeoutMs, (peeked) => {
+    if (peeked === null) return close('client sent no TLS ClientHello in time');
+    const verdict = judgeSni(peeked.hello, o.target.host, o.lockdown);
+    if (!verdict.ok) {
+      record.setReason(verdict.reason);
       record.finish(logger, metrics);
-      close('sni_missing');
-      return true;
-    } else {
-      // Allowed outside lockdown (IP-literal TLS and plain HTTP through CONNECT send no SNI); logged.
-      record.error = hello.status === 'ok' ? 'sni_missing' : `sni_missing (${hello.status === 'not_tls' ? 'not TLS' : 'unparsable ClientHello'})`;
+      close(verdict.reason);
+      return;
     }
+    if (verdict.note) record.error = verdict.note;
     record.finish(logger, metrics);
     client.pause();
-    relay(buffered);
+    relay(peeked.buffered);
     client.resume();
-    return true;
+  });
+}
+
+/** The verdict on a tunnel's first bytes. */
+export type SniVerdict = { readonly ok: true; readonly note?: string } | { readonly ok: false; readonly reason: 'sni_mismatch' | 'sni_missing' };
+
+/**
+ * SNI must name the CONNECT host: a tunnel granted for one name whose TLS session asks for
+ * another is domain fronting. A missing SNI (IP-literal TLS, plain HTTP through CONNECT) is
+ * allowed outside lockdown and noted for the log.
+ */
+export function judgeSni(hello: ClientHelloResult, host: string, lockdown: boolean): SniVerdict {
+  const sni = hello.status === 'ok' ? hello.sni : null;
+  if (sni !== null) {
+    let canonical: string | null = null;
+    try {
+      canonical = canonicalizeHost(sni).host;
+    } catch {
+      canonical = null;
+    }
+    return canonical === host ? { ok: true } : { ok: false, reason: 'sni_mismatch' };
+  }
+  if (lockdown) return { ok: false, reason: 'sni_missing' };
+  return { ok: true, note: hello.status === 'ok' ? 'sni_missing' : `sni_missing (${hello.status === 'not_tls' ? 'not TLS' : 'unparsable ClientHello'})` };
+}
+
+/**
+ * Reads the client's first bytes until a whole ClientHello (or clearly something else) is
+ * there: it may arrive in pieces, or inside the CONNECT's own packet (`head`). Calls back once,
+ * with null when the client closed or stayed silent past the timeout. The bytes read are
+ * handed back so they can be replayed.
+ */
+export function peekClientHello(
+  client: Socket,
+  head: Buffer,
+  timeoutMs: number,
+  done: (peeked: { buffered: Buffer; hello: ClientHelloResult } | null) => void,
+): void {
+  let buffered = head;
+  let finished = false;
+  const finish = (result: { buffered: Buffer; hello: ClientHelloResult } | null): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    client.removeListener('data', onData);
+    // The listener allows half-open sockets: a client that ends before its first bytes were
+    // judged would otherwise hold the tunnel (and its upstream) until the timeout.
+    client.removeListener('end', onEnd);
+    done(result);
   };
-  const onPeek = (chunk: Buffer): void => {
+  const judge = (): void => {
+    const hello = parseClientHello(buffered);
+    if (hello.status === 'incomplete' && buffered.length < MAX_CLIENT_HELLO_BYTES) return;
+    finish({ buffered, hello });
+  };
+  const onData = (chunk: Buffer): void => {
     buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
     judge();
   };
-  if (buffered.length === 0 || !judge()) {
-    client.on('data', onPeek);
-    client.once('end', onEarlyEnd);
+  const onEnd = (): void => finish(null);
+  const timer = setTimeout(() => finish(null), timeoutMs);
+  timer.unref();
+  if (buffered.length > 0) judge();
+  if (!finished) {
+    client.on('data', onData);
+    client.once('end', onEnd);
   }
 }

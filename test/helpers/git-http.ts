@@ -6,6 +6,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -132,14 +133,15 @@ function cgi(root: string, req: IncomingMessage, res: ServerResponse): void {
   child.on('error', () => res.destroy());
 }
 
-/** Serves every bare repository under a fresh temp root over smart HTTP on 127.0.0.1. */
-export async function startGitServer(): Promise<GitServer> {
+/** Serves every bare repository under a fresh temp root over smart HTTP (HTTPS with `tls`) on 127.0.0.1. */
+export async function startGitServer(tls?: { cert: string; key: string }): Promise<GitServer> {
   const root = mkdtempSync(path.join(tmpdir(), 'portcullis-git-'));
   const seen: GitRequest[] = [];
-  const server = http.createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
     seen.push({ method: req.method ?? '', url: req.url ?? '' });
     cgi(root, req, res);
-  });
+  };
+  const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     port: (server.address() as AddressInfo).port,
