@@ -104,11 +104,63 @@ export function startInterception(o: InterceptOptions): void {
   });
   client.on('error', () => close());
   client.setTimeout(o.idleTimeoutMs, () => close('idle_timeout'));
+  client.write(ESTABLISHED);
+  record.status = 200;
+  const grant: InterceptedConnection = { target: o.target, account: record.account!, sessionId: record.sessionId! };
+  const serve = (socket: InterceptedSocket): void => {
+    tlsSocket = socket;
+    socket[INTERCEPTED] = grant;
+    socket.on('error', () => close());
+    socket.once('close', () => close());
+    o.inner.emit('connection', socket);
+  };
+
+  if (o.head.length === 0) {
+    // Fast path: TLS runs on the socket's own handle, and the SNI is judged in the handshake
+    // itself (SNICallback) instead of by peeking, which would need a JS stream in between.
+    client.once('close', () => {
+      record.bytesOut = tlsSocket?.bytesRead ?? 0;
+      record.bytesIn = tlsSocket?.bytesWritten ?? 0;
+    });
+    const helloTimer = setTimeout(() => close('client sent no TLS ClientHello in time'), o.helloTimeoutMs);
+    helloTimer.unref();
+    o.minter.contextFor(o.target.host).then(
+      (secureContext) => {
+        if (closed) return;
+        let mismatch = false;
+        const socket = new tls.TLSSocket(client, {
+          isServer: true,
+          secureContext,
+          ALPNProtocols: ['http/1.1'],
+          SNICallback: (name, cb) => {
+            if (judgeSni({ status: 'ok', sni: name }, o.target.host, false).ok) return cb(null, secureContext);
+            mismatch = true;
+            cb(new Error('sni_mismatch'));
+          },
+        }) as InterceptedSocket;
+        socket.once('secure', () => {
+          clearTimeout(helloTimer);
+          record.finish(logger, metrics);
+        });
+        socket.once('error', () => {
+          clearTimeout(helloTimer);
+          if (mismatch) {
+            record.setReason('sni_mismatch');
+            record.finish(logger, metrics);
+            close('sni_mismatch');
+          }
+        });
+        serve(socket);
+      },
+      (err: unknown) => close(`cannot mint a certificate: ${err instanceof Error ? err.message : String(err)}`),
+    );
+    return;
+  }
+
+  // Bytes arrived with the CONNECT itself: peek at them, then replay them into TLS.
   client.on('data', (chunk: Buffer) => {
     record.bytesOut += chunk.length;
   });
-  client.write(ESTABLISHED);
-  record.status = 200;
   record.bytesOut += o.head.length;
   peekClientHello(client, o.head, o.helloTimeoutMs, (peeked) => {
     if (peeked === null) return close('client sent no TLS ClientHello in time');
@@ -129,16 +181,13 @@ export function startInterception(o: InterceptOptions): void {
     o.minter.contextFor(o.target.host).then(
       (secureContext) => {
         if (closed) return;
-        const socket = new tls.TLSSocket(replayingDuplex(client, peeked.buffered, (n) => (record.bytesIn += n)), {
-          isServer: true,
-          secureContext,
-          ALPNProtocols: ['http/1.1'],
-        }) as InterceptedSocket;
-        tlsSocket = socket;
-        socket[INTERCEPTED] = { target: o.target, account: record.account!, sessionId: record.sessionId! };
-        socket.on('error', () => close());
-        socket.once('close', () => close());
-        o.inner.emit('connection', socket);
+        serve(
+          new tls.TLSSocket(replayingDuplex(client, peeked.buffered, (n) => (record.bytesIn += n)), {
+            isServer: true,
+            secureContext,
+            ALPNProtocols: ['http/1.1'],
+          }) as InterceptedSocket,
+        );
         client.resume();
       },
       (err: unknown) => close(`cannot mint a certificate: ${err instanceof Error ? err.message : String(err)}`),

@@ -175,6 +175,22 @@ accounts:
     t.destroy();
   });
 
+  test('an SNI that is not the CONNECT host fails the intercepted handshake (sni_mismatch)', async () => {
+    const before = origin.seen.length;
+    const c = await openConnect(h.proxyPort, `api.test:${origin.port}`, { auth: basic(account, token) });
+    const t = tls.connect({ socket: c.socket, servername: 'evil.test', ca: caPem, checkServerIdentity: () => undefined });
+    const outcome = await new Promise<string>((resolve) => {
+      t.once('secureConnect', () => resolve('connected'));
+      t.once('error', () => resolve('refused'));
+      t.once('close', () => resolve('refused'));
+    });
+    expect(outcome).toBe('refused');
+    await new Promise((r) => setTimeout(r, 50));
+    const line = h.logs.egress().filter((l) => l['kind'] === 'connect').at(-1)!;
+    expect(line).toMatchObject({ reason: 'sni_mismatch', decision: 'deny' });
+    expect(origin.seen.length).toBe(before);
+  });
+
   test('an upstream with a bad certificate is 502 upstream_tls_error and nothing is delivered', async () => {
     const r = await curl(['--cacert', caFile, '-x', h.proxyUrl(account, token), `https://bad.test:${badOrigin.port}/`]);
     expect(r.status).toBe(502);
