@@ -25,6 +25,7 @@ import { ConnectionRegistry } from './proxy/registry.js';
 import { ProxyServer } from './proxy/server.js';
 import { Upstreams } from './proxy/upstreams.js';
 import { openStore } from './state/open-store.js';
+import { RedisStore } from './state/redis-store.js';
 import type { StateStore, StoreChange } from './state/types.js';
 
 /** Injectable parts (tests pass their own logger stream, DNS servers, TLS trust). */
@@ -135,9 +136,18 @@ async function assemble(
     store.pruneSessions(cutoff).catch((err: unknown) => logger.warn({ err }, 'session prune failed'));
   }, 30_000);
   sweep.unref();
-  // The store is "up" while its cache is fresh enough to decide on (SPEC §7 fail mode).
-  const storeUp = (): void => metrics.setStoreUp(store.stalenessMs() <= config.store.maxStalenessMs);
+  // The store is "up" while it is in sync and its cache fresh enough to decide on (SPEC §7).
+  const storeUp = (): void =>
+    metrics.setStoreUp((!(store instanceof RedisStore) || store.isUp()) && store.stalenessMs() <= config.store.maxStalenessMs);
   storeUp();
+  if (store instanceof RedisStore) {
+    store.on('status', (status: 'up' | 'down') => {
+      storeUp();
+      if (status === 'up') logger.info({ store: status }, 'state store in sync');
+      else logger.warn({ store: status }, 'state store unreachable');
+    });
+    store.on('warning', (message: string) => logger.warn({ warning: message }, 'state store'));
+  }
   const storeTimer = setInterval(storeUp, 1_000);
   storeTimer.unref();
   closers.push(() => clearInterval(sweep), () => clearInterval(storeTimer));
@@ -285,6 +295,16 @@ function wireStore(store: StateStore, registry: ConnectionRegistry, metrics: Met
     metrics.sessionsActive.set(store.countLiveSessions(now));
   };
   refreshGauges();
+  // A re-sync can announce thousands of changes at once: refresh the gauges once per tick.
+  let pending = false;
+  const refreshSoon = (): void => {
+    if (pending) return;
+    pending = true;
+    setImmediate(() => {
+      pending = false;
+      refreshGauges();
+    });
+  };
   store.on('change', (change: StoreChange) => {
     metrics.statePropagation.observe(Math.max(0, (Date.now() - Date.parse(change.at)) / 1000));
     if (change.type === 'session' && change.session.revokedAt !== null) {
@@ -302,7 +322,7 @@ function wireStore(store: StateStore, registry: ConnectionRegistry, metrics: Met
     } else if (change.type === 'global') {
       logger.warn({ globalLockdown: false, by: change.state.changedBy }, 'global lockdown off');
     }
-    refreshGauges();
+    refreshSoon();
   });
   return refreshGauges;
 }

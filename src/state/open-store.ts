@@ -1,17 +1,22 @@
 /**
  * Turns a `--store` URL into an opened StateStore: `file:PATH` (relative to the working
- * directory, or `file:///absolute/path`) selects the embedded file store.
+ * directory, or `file:///absolute/path`) selects the embedded file store; `redis://` and
+ * `rediss://` (TLS) select the shared Redis store.
  */
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FileStore } from './file-store.js';
 import type { FileStoreOptions } from './file-store.js';
+import { RedisStore } from './redis-store.js';
+import type { RedisStoreOptions } from './redis-store.js';
 import type { StateStore } from './types.js';
 
 /** Options for openStore; backend options pass through to the backend. */
 export interface OpenStoreOptions extends FileStoreOptions {
   /** Base for relative `file:` paths (default: process.cwd()). */
   readonly cwd?: string;
+  /** Options of the Redis store (timings, key prefix); the URL comes from `url`. */
+  readonly redis?: Omit<RedisStoreOptions, 'url'>;
 }
 
 /** The file path a `file:` store URL names. */
@@ -35,11 +40,11 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
   }
   // Never echo the URL itself: a redis:// URL may carry a password.
   if (scheme === 'redis' || scheme === 'rediss') {
-    throw new Error('the redis state store is not supported yet; use file:PATH');
+    if (!URL.canParse(url)) throw new Error(`store URL is not a valid ${scheme}:// URL`);
+    const store = new RedisStore({ now: options.now, ...options.redis, url });
+    await store.open();
+    return store;
   }
-  throw new Error(
-    scheme === undefined
-      ? 'store URL has no scheme; expected file:PATH'
-      : `unsupported store URL scheme "${scheme}:"; expected file:PATH`,
-  );
+  const expected = 'expected file:PATH, redis://HOST[:PORT] or rediss://HOST[:PORT]';
+  throw new Error(scheme === undefined ? `store URL has no scheme; ${expected}` : `unsupported store URL scheme "${scheme}:"; ${expected}`);
 }

@@ -392,13 +392,6 @@ describe('openStore', () => {
     expect((await readdir(dir)).sort()).toEqual(['a.json', 'b c.json']);
   });
 
-  test('redis_is_not_supported_yet_and_the_url_is_not_echoed', async () => {
-    const attempt = openStore('redis://:hunter2@redis:6379/0');
-    await expect(attempt).rejects.toThrow(/redis state store is not supported yet/);
-    await expect(attempt).rejects.not.toThrow(/hunter2/);
-    await expect(openStore('rediss://:hunter2@redis:6380')).rejects.toThrow(/not supported yet/);
-  });
-
   test.each([
     ['empty_path', 'file:', /names no file/],
     ['unknown_scheme', 'postgres://u:secret@db/x', /unsupported store URL scheme "postgres:"/],
