@@ -11,7 +11,10 @@ import { AdminTokens, ensureAdminTokens } from './admin/tokens.js';
 import { createAdminServer, type AdminServer } from './admin/server.js';
 import type { ServerConfig } from './config/schema.js';
 import { Authenticator } from './identity/authenticate.js';
+import { GeoIp } from './identity/geo.js';
+import { SessionInsights } from './identity/insights.js';
 import { LastSeen } from './identity/last-seen.js';
+import { OidcVerifier } from './identity/oidc.js';
 import { EgressResolver } from './net/resolver.js';
 import { createLogger, flushLogger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
@@ -105,10 +108,16 @@ async function assemble(
   const tls = config.tls ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) } : null;
   const ca = await openInterceptionCa(config.caDir, policy, logger);
   closers.push(() => ca.close());
+  const insights = new SessionInsights(await GeoIp.open(config.geoip));
+  const auth = new Authenticator(store, {
+    oidc: config.oidc ? new OidcVerifier(config.oidc) : null,
+    onSignIn: (s) => logger.info({ account: s.account, sessionId: s.id, app: s.app, authMethod: s.authMethod }, 'session signed in'),
+  });
   const proxy = new ProxyServer({
     policy,
     store,
-    auth: new Authenticator(store),
+    auth,
+    insights,
     resolver,
     upstreams,
     registry,
@@ -174,6 +183,7 @@ async function assemble(
     },
     sessionTtlMs: config.sessionTtlMs,
     sessionAuditWindowMs: config.sessionAuditWindowMs,
+    insights,
     oidcAccountPrefix: config.oidc?.accountPrefix ?? 'oidc:',
     metricsAuth: config.metricsAuth,
   });

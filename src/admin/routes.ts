@@ -27,6 +27,7 @@ import {
 } from './schemas.js';
 import type { AdminDeps } from './server.js';
 import type { AdminPrincipal, AdminRole } from './tokens.js';
+import type { SessionInsight } from '../identity/insights.js';
 
 /** Who may call a route: nobody needs a token, /metrics (token when metricsAuth), or a role. */
 export type RouteAuth = 'none' | 'metrics' | AdminRole;
@@ -147,7 +148,7 @@ export function sessionStatus(s: SessionRecord, now: Date): SessionStatus {
 }
 
 /** A session as the API shows it: everything but the token hash, plus its status. */
-export function sessionView(s: SessionRecord, now: Date): Record<string, unknown> {
+export function sessionView(s: SessionRecord, now: Date, insight?: SessionInsight): Record<string, unknown> {
   // Listed field by field so that a new secret-bearing record field is never shown by accident.
   return {
     id: s.id,
@@ -164,6 +165,7 @@ export function sessionView(s: SessionRecord, now: Date): Record<string, unknown
     userAgent: s.userAgent,
     revokedAt: s.revokedAt,
     revokedBy: s.revokedBy,
+    ...(insight ? { device: insight.device, location: insight.location, flags: insight.flags } : {}),
   };
 }
 
@@ -182,6 +184,7 @@ function accountView(store: StateStore, account: string, now: Date): Record<stri
     // The global switch wins over the account's own flags, developer mode included.
     effectiveLockdown: a.lockdown || global.lockdown,
     activeSessions: store.listSessions(account).filter((s) => isLiveSession(s, now)).length,
+    signedOutAt: a.signedOutAt,
   };
 }
 
@@ -266,11 +269,13 @@ function listSessions(ctx: RouteContext): Reply {
   const all = allParam === null ? false : checkBooleanParam(allParam, 'all');
   const window = ctx.deps.sessionAuditWindowMs;
   const cutoff = window === null ? -Infinity : ctx.now.getTime() - window;
-  const sessions = ctx.deps.store
-    .listSessions(account)
+  const every = ctx.deps.store.listSessions(account);
+  // Flags compare each session with the account's earlier ones, so annotate before filtering.
+  const insights = ctx.deps.insights?.annotate(every);
+  const sessions = every
     .filter((s) => app === null || s.app === app)
     .filter((s) => all || isLiveSession(s, ctx.now) || endedAt(s) >= cutoff)
-    .map((s) => sessionView(s, ctx.now));
+    .map((s) => sessionView(s, ctx.now, insights?.get(s.id)));
   return { status: 200, body: { account, sessions } };
 }
 

@@ -13,6 +13,7 @@ import type { PolicyReloader } from '../policy/reloader.js';
 import { StoreUnavailableError } from '../state/types.js';
 import type { StateStore } from '../state/types.js';
 import { checkParam, PolicyInfo, ROUTES, type Reply, type ResolvedDeps, type Route } from './routes.js';
+import type { SessionInsights } from '../identity/insights.js';
 import { ApiError } from './schemas.js';
 import { roleAllows, type AdminPrincipal, type AdminTokens } from './tokens.js';
 
@@ -43,6 +44,8 @@ export interface AdminDeps {
   readonly sessionAuditWindowMs?: number;
   /** Prefix of OIDC account names (default "oidc:"): such accounts allow ":" "@" "|" and get no token sessions. */
   readonly oidcAccountPrefix?: string;
+  /** Device, location and flags for session listings (absent: records only). */
+  readonly insights?: SessionInsights;
   readonly clock?: () => Date;
 }
 

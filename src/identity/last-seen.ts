@@ -2,7 +2,7 @@
  * Last-seen batching: the request path records who was seen in memory, and one store write per
  * interval persists it, so no request ever waits on (or causes) a disk or network write.
  */
-import type { SessionTouch, StateStore } from '../state/types.js';
+import type { SessionRecord, SessionTouch, StateStore } from '../state/types.js';
 
 /** Collects session touches and flushes them periodically. */
 export class LastSeen {
@@ -21,6 +21,12 @@ export class LastSeen {
   /** Records that a session was seen now, from this client. */
   touch(sessionId: string, clientIp: string | null, userAgent: string | null): void {
     this.#pending.set(sessionId, { lastSeenAt: new Date().toISOString(), clientIp, userAgent });
+  }
+
+  /** The record with any not-yet-written touch applied (what the store will say after the flush). */
+  overlay(session: SessionRecord): SessionRecord {
+    const t = this.#pending.get(session.id);
+    return t === undefined ? session : { ...session, lastSeenAt: t.lastSeenAt, clientIp: t.clientIp, userAgent: t.userAgent };
   }
 
   /** Writes the pending touches, if any. */

@@ -14,6 +14,8 @@ export interface OidcIdentity {
   readonly sessionId: string;
   /** Issued-at, seconds since the epoch (for the sign-out watermark). */
   readonly issuedAt: number;
+  /** Expiry, seconds since the epoch. */
+  readonly expiresAt: number;
   /** The client application, from `azp` or `client_id` when present. */
   readonly app: string;
 }
@@ -81,6 +83,7 @@ export class OidcVerifier {
       account: this.#config.accountPrefix + claim,
       sessionId: oidcSessionId(this.#config.issuer, session),
       issuedAt: payload.iat ?? 0,
+      expiresAt: payload.exp ?? 0,
       app: app.slice(0, 64),
     };
   }

@@ -9,6 +9,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { pipeline, Transform, type Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { Authenticator, type AuthResult } from '../identity/authenticate.js';
+import type { SessionInsights } from '../identity/insights.js';
 import type { LastSeen } from '../identity/last-seen.js';
 import { CanonicalError, formatAuthority, parseAbsoluteUrl, parseAuthority, type CanonicalAuthority, type CanonicalTarget } from '../net/canonical.js';
 import { AddressDeniedError, DnsError, type EgressResolver } from '../net/resolver.js';
@@ -18,7 +19,7 @@ import type { CompiledPolicy } from '../policy/compile.js';
 import { decide, type Decision, type DecisionInput, type RequestKind } from '../policy/decide.js';
 import { tunnelScheme } from '../policy/explain.js';
 import type { Reason } from '../reasons.js';
-import type { StateStore } from '../state/types.js';
+import type { SessionRecord, StateStore } from '../state/types.js';
 import type { LeafMinter } from '../tls/ca.js';
 import { EgressRecord } from './egress-record.js';
 import { clientResponseHeaders, headerNames, requestHeadBytes, upstreamRequestHeaders } from './headers.js';
@@ -53,10 +54,14 @@ export interface ProxyDeps {
   readonly lastSeen: LastSeen;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  readonly insights: SessionInsights;
   readonly settings: ProxySettings;
   /** Leaf minter for `inspect: true` destinations; null when no CA is loaded. */
   readonly interceptor: { current: LeafMinter | null };
 }
+
+/** A request that passed steps 1–4. */
+type Admitted = { readonly decision: Decision; readonly input: DecisionInput };
 
 /** The effective switches for one account, or unavailable in fail-closed mode. */
 export type AccountView = { readonly lockdown: boolean; readonly developerMode: boolean } | 'unavailable';
@@ -187,9 +192,14 @@ export class ProxyServer {
     record.finish(this.#deps.logger, this.#deps.metrics);
   }
 
-  /** Authenticates and binds the connection to its first session. */
-  #authenticate(req: IncomingMessage, socket: Socket, record: EgressRecord): AuthResult {
+  /** Authenticates and binds the connection to its first session (OIDC tokens answer later). */
+  #authenticate(req: IncomingMessage, socket: Socket, record: EgressRecord): AuthResult | Promise<AuthResult> {
     const result = this.#deps.auth.authenticate(req.headers['proxy-authorization']);
+    if (result instanceof Promise) return result.then((r) => this.#bind(r, req, socket, record));
+    return this.#bind(result, req, socket, record);
+  }
+
+  #bind(result: AuthResult, req: IncomingMessage, socket: Socket, record: EgressRecord): AuthResult {
     if (!result.ok) return result;
     const s = result.session;
     const bound = this.#deps.registry.bindingOf(socket);
@@ -198,9 +208,25 @@ export class ProxyServer {
     this.#deps.registry.bind(socket, s.id, s.account);
     record.account = s.account;
     record.sessionId = s.id;
-    const ua = req.headers['user-agent'];
-    this.#deps.lastSeen.touch(s.id, socket.remoteAddress ?? null, typeof ua === 'string' ? ua : null);
+    const ua = typeof req.headers['user-agent'] === 'string' ? req.headers['user-agent'] : null;
+    const ip = socket.remoteAddress ?? null;
+    if (s.lastSeenAt === null) this.#firstSeen(s, ip, ua);
+    this.#deps.lastSeen.touch(s.id, ip, ua);
     return result;
+  }
+
+  readonly #announced = new Set<string>();
+
+  /** A session's first request: one log line with where it came from (and new_location). */
+  #firstSeen(session: SessionRecord, ip: string | null, ua: string | null): void {
+    if (this.#announced.has(session.id)) return;
+    if (this.#announced.size > 100_000) this.#announced.clear();
+    this.#announced.add(session.id);
+    const others = this.#deps.store.listSessions(session.account).map((o) => this.#deps.lastSeen.overlay(o));
+    const insight = this.#deps.insights.firstSeen(session, others, ip, ua);
+    const fields = { account: session.account, sessionId: session.id, app: session.app, authMethod: session.authMethod, clientIp: ip, client: insight.device.client, location: insight.location.label, flags: insight.flags };
+    if (insight.flags.includes('new_location')) this.#deps.logger.warn(fields, 'session seen from a new location');
+    else this.#deps.logger.info(fields, 'session first seen');
   }
 
   #innerIdentity(inner: InterceptedConnection, record: EgressRecord): AuthResult {
@@ -231,10 +257,20 @@ export class ProxyServer {
     reject: (reason: Reason, detail?: string) => void,
     build: (account: string, view: { lockdown: boolean; developerMode: boolean }) => DecisionInput,
     inner?: InterceptedConnection,
-  ): { decision: Decision; input: DecisionInput } | null {
+  ): Admitted | null | Promise<Admitted | null> {
     if (this.#draining) return (reject('draining'), null);
     // Inside an intercepted tunnel the identity is the CONNECT's session, re-checked per request.
     const auth = inner ? this.#innerIdentity(inner, record) : this.#authenticate(req, socket, record);
+    if (auth instanceof Promise) return auth.then((a) => this.#decideFor(a, record, reject, build));
+    return this.#decideFor(auth, record, reject, build);
+  }
+
+  #decideFor(
+    auth: AuthResult,
+    record: EgressRecord,
+    reject: (reason: Reason, detail?: string) => void,
+    build: (account: string, view: { lockdown: boolean; developerMode: boolean }) => DecisionInput,
+  ): Admitted | null {
     if (!auth.ok) return (reject(auth.reason), null);
     const view = this.accountView(auth.session.account);
     if (view === 'unavailable') return (reject('state_unavailable'), null);
@@ -299,7 +335,7 @@ export class ProxyServer {
       if (target === null) return;
       const socket = req.socket;
       const hasBody = h2cStripped ? false : requestHasBody(req);
-      const admitted = this.#admit(req, socket, record, reject, (account, view) => ({
+      const admitted = await this.#admit(req, socket, record, reject, (account, view) => ({
         account,
         kind: inner ? 'intercepted' : 'http',
         scheme: target.scheme,
@@ -477,7 +513,7 @@ export class ProxyServer {
       }
       record.host = target.host;
       record.port = target.port;
-      const admitted = this.#admit(req, socket, record, reject, (account, view) => ({
+      const admitted = await this.#admit(req, socket, record, reject, (account, view) => ({
         account,
         kind: 'connect',
         scheme: tunnelScheme(target.port),
@@ -575,7 +611,7 @@ export class ProxyServer {
     socket.on('error', () => socket.destroy());
     const target = this.#parseTarget(req, record, reject);
     if (target === null) return;
-    const admitted = this.#admit(req, socket, record, reject, (account, view) => ({
+    const admitted = await this.#admit(req, socket, record, reject, (account, view) => ({
       account,
       kind: 'http',
       scheme: target.scheme,

@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { mkdir, open as openFile, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { z } from 'zod';
+import { AccountSchema, GlobalSchema, SessionSchema } from './schemas.js';
 import {
   developerModeTransition,
   globalLockdownTransition,
@@ -15,6 +16,7 @@ import {
   lockdownTransition,
   MemoryCache,
   revokeTransition,
+  signOutTransition,
   StagedBatch,
   toSessionRecord,
 } from './memory-cache.js';
@@ -57,41 +59,6 @@ export interface FileStoreOptions {
   readonly writeFile?: (file: string, data: string) => Promise<void>;
 }
 
-const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'expected an ISO-8601 time');
-const text = z.string().nullable();
-
-const SessionSchema = z.object({
-  id: z.string().min(1),
-  account: z.string().min(1),
-  app: z.string(),
-  label: text,
-  authMethod: z.enum(['token', 'oidc']),
-  tokenHash: text,
-  createdAt: isoTime,
-  createdBy: text,
-  expiresAt: isoTime.nullable(),
-  lastSeenAt: isoTime.nullable(),
-  clientIp: text,
-  userAgent: text,
-  revokedAt: isoTime.nullable(),
-  revokedBy: text,
-});
-
-const AccountSchema = z.object({
-  account: z.string().min(1),
-  lockdown: z.boolean(),
-  developerMode: z.boolean(),
-  lockdownChangedAt: isoTime.nullable(),
-  lockdownChangedBy: text,
-  developerModeChangedAt: isoTime.nullable(),
-  developerModeChangedBy: text,
-});
-
-const GlobalSchema = z.object({
-  lockdown: z.boolean(),
-  changedAt: isoTime.nullable(),
-  changedBy: text,
-});
 
 function describeIssues(where: string, error: z.ZodError): string {
   return error.issues
@@ -334,6 +301,7 @@ export class FileStore implements StateStore {
         batch.stage({ type: 'session', at, session: next });
         revoked.push(next);
       }
+      batch.stage({ type: 'account', at, state: signOutTransition(batch.getAccount(account), at, except) });
       return revoked;
     });
   }

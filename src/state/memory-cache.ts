@@ -35,6 +35,8 @@ export function defaultAccountState(account: string): AccountState {
     lockdownChangedBy: null,
     developerModeChangedAt: null,
     developerModeChangedBy: null,
+    signedOutAt: null,
+    signedOutExcept: null,
   });
 }
 
@@ -68,7 +70,14 @@ export function toAccountState(a: AccountState): AccountState {
     lockdownChangedBy: a.lockdownChangedBy ?? null,
     developerModeChangedAt: a.developerModeChangedAt ?? null,
     developerModeChangedBy: a.developerModeChangedBy ?? null,
+    signedOutAt: a.signedOutAt ?? null,
+    signedOutExcept: a.signedOutExcept ?? null,
   });
+}
+
+/** "Sign out everywhere": the account's watermark moves to `at` (OIDC tokens issued before it die). */
+export function signOutTransition(current: AccountState, at: string, except: string | undefined): AccountState {
+  return Object.freeze({ ...current, signedOutAt: at, signedOutExcept: except ?? null });
 }
 
 /** A frozen copy holding exactly the GlobalState fields. */

@@ -37,6 +37,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createClient } from 'redis';
 import { z } from 'zod';
+import { AccountSchema, GlobalSchema, isoTime, SessionSchema, text } from './schemas.js';
 import {
   developerModeTransition,
   globalLockdownTransition,
@@ -45,6 +46,7 @@ import {
   lockdownTransition,
   MemoryCache,
   revokeTransition,
+  signOutTransition,
   toSessionRecord,
 } from './memory-cache.js';
 import { ConflictError, StoreUnavailableError } from './types.js';
@@ -266,37 +268,6 @@ const SCRIPTS = {
 // ---------------------------------------------------------------------------------------------
 // What comes back from Redis is checked before it reaches a cache that decides on it.
 
-const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'expected an ISO-8601 time');
-const text = z.string().nullable();
-
-const SessionSchema = z.object({
-  id: z.string().min(1),
-  account: z.string().min(1),
-  app: z.string(),
-  label: text,
-  authMethod: z.enum(['token', 'oidc']),
-  tokenHash: text,
-  createdAt: isoTime,
-  createdBy: text,
-  expiresAt: isoTime.nullable(),
-  lastSeenAt: isoTime.nullable(),
-  clientIp: text,
-  userAgent: text,
-  revokedAt: isoTime.nullable(),
-  revokedBy: text,
-});
-
-const AccountSchema = z.object({
-  account: z.string().min(1),
-  lockdown: z.boolean(),
-  developerMode: z.boolean(),
-  lockdownChangedAt: isoTime.nullable(),
-  lockdownChangedBy: text,
-  developerModeChangedAt: isoTime.nullable(),
-  developerModeChangedBy: text,
-});
-
-const GlobalSchema = z.object({ lockdown: z.boolean(), changedAt: isoTime.nullable(), changedBy: text });
 
 const EnvelopeSchema = z.object({
   v: z.number().int().positive(),
@@ -567,7 +538,7 @@ export class RedisStore implements StateStore {
   /** Checked against every session of the account Redis knows, so none created elsewhere is missed. */
   revokeAllSessions(account: string, by: string, except?: string): Promise<SessionRecord[]> {
     return this.#write(
-      () => ({ reads: [...this.#cache.sessionIds(account)].map((id) => `s:${id}`), listed: [account] }),
+      () => ({ reads: [`a:${account}`, ...[...this.#cache.sessionIds(account)].map((id) => `s:${id}`)], listed: [account] }),
       () => {
         const now = this.#now();
         const at = now.toISOString();
@@ -580,6 +551,7 @@ export class RedisStore implements StateStore {
           revoked.push(next);
           changes.push({ type: 'session', at, session: next });
         }
+        changes.push({ type: 'account', at, state: signOutTransition(this.#cache.getAccount(account), at, except) });
         return { result: revoked, changes };
       },
     );

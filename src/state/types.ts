@@ -14,6 +14,12 @@ export interface AccountState {
   readonly lockdownChangedBy: string | null;
   readonly developerModeChangedAt: string | null;
   readonly developerModeChangedBy: string | null;
+  /**
+   * "Sign out everywhere" watermark: OIDC tokens issued before it are refused, even ones the
+   * proxy has never seen; `signedOutExcept` is the session that sign-out kept.
+   */
+  readonly signedOutAt: string | null;
+  readonly signedOutExcept: string | null;
 }
 
 /** The global incident switch: every account in lockdown while it is on. */

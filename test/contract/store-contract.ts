@@ -197,12 +197,18 @@ export function storeContract(name: string, make: () => Promise<StoreHarness>): 
           expect(s.revokedBy).toBe('admin');
           expect(store.getSession(s.id)).toEqual(s);
         }
-        expect(changes).toHaveLength(3);
-        for (const c of changes) {
+        // One event per session, then the account's sign-out watermark (for OIDC tokens).
+        expect(changes).toHaveLength(4);
+        for (const c of changes.slice(0, 3)) {
           expect(c.type).toBe('session');
           if (c.type === 'session') expect(c.at).toBe(c.session.revokedAt);
         }
+        const mark = changes[3]!;
+        expect(mark.type).toBe('account');
+        if (mark.type === 'account') expect(mark.state).toMatchObject({ account: 'alice', signedOutAt: mark.at, signedOutExcept: null });
+        expect(store.getAccount('alice').signedOutAt).toBe(revoked[0]!.revokedAt);
         expect(store.getSession(bob.id)?.revokedAt).toBeNull();
+        expect(store.getAccount('bob').signedOutAt).toBeNull();
       });
 
       test('revoke_all_except_the_callers_session', async () => {
@@ -212,6 +218,14 @@ export function storeContract(name: string, make: () => Promise<StoreHarness>): 
         const revoked = await store.revokeAllSessions('alice', 'alice', mine.id);
         expect(revoked.map((s) => s.id).sort()).toEqual(others.map((s) => s.id).sort());
         expect(store.getSession(mine.id)?.revokedAt).toBeNull();
+        expect(store.getAccount('alice')).toMatchObject({ signedOutExcept: mine.id });
+        expect(store.getAccount('alice').signedOutAt).toMatch(ISO);
+      });
+
+      test('revoke_all_sets_the_watermark_even_without_known_sessions', async () => {
+        // OIDC sessions the proxy has never seen must die too: the watermark is what stops them.
+        expect(await store.revokeAllSessions('oidc:carol', 'admin')).toEqual([]);
+        expect(store.getAccount('oidc:carol').signedOutAt).toMatch(ISO);
       });
 
       test('revoke_all_leaves_revoked_and_expired_sessions_alone', async () => {
@@ -225,10 +239,12 @@ export function storeContract(name: string, make: () => Promise<StoreHarness>): 
         expect(revoked.map((s) => s.id)).toEqual([expiresLater.id]);
         expect(store.getSession(revokedEarlier.id)).toEqual(first);
         expect(store.getSession(expired.id)).toEqual(expired);
-        expect(changes).toHaveLength(1);
+        expect(changes.filter((c) => c.type === 'session')).toHaveLength(1);
         expect(await store.revokeAllSessions('alice', 'third')).toEqual([]);
         expect(await store.revokeAllSessions('nobody', 'third')).toEqual([]);
-        expect(changes).toHaveLength(1);
+        // No more session events; only the watermarks moved.
+        expect(changes.filter((c) => c.type === 'session')).toHaveLength(1);
+        expect(changes.filter((c) => c.type === 'account')).toHaveLength(3);
       });
 
       test('touch_updates_the_cache_at_once_without_events', async () => {
@@ -314,6 +330,8 @@ export function storeContract(name: string, make: () => Promise<StoreHarness>): 
           lockdownChangedBy: null,
           developerModeChangedAt: null,
           developerModeChangedBy: null,
+          signedOutAt: null,
+          signedOutExcept: null,
         });
         expect(store.listAccounts()).toEqual([]);
       });
@@ -466,8 +484,8 @@ export function storeContract(name: string, make: () => Promise<StoreHarness>): 
           await step();
           seenAtResolve.push(changes.length);
         }
-        expect(seenAtResolve).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
-        expect(changes.map((c) => c.type)).toEqual(['session', 'session', 'session', 'session', 'account', 'account', 'account', 'global']);
+        expect(seenAtResolve).toEqual([1, 2, 3, 5, 6, 7, 8, 9]);
+        expect(changes.map((c) => c.type)).toEqual(['session', 'session', 'session', 'session', 'account', 'account', 'account', 'account', 'global']);
         for (const c of changes) expect(c.at).toMatch(ISO);
       });
 

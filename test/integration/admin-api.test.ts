@@ -378,6 +378,7 @@ describe('lockdown and developer mode', () => {
       global: { lockdown: false, changedAt: null, changedBy: null },
       effectiveLockdown: false,
       activeSessions: 0,
+      signedOutAt: null,
     });
   });
 });
@@ -399,7 +400,7 @@ describe('sessions', () => {
     });
     expect(r.text).not.toContain('tokenHash');
     // The token authenticates against the store like any proxy client's would.
-    const auth = new Authenticator(h.store, () => h.now).authenticate(`Basic ${Buffer.from(`alice:${r.json.token}`).toString('base64')}`);
+    const auth = new Authenticator(h.store, { now: () => h.now }).authenticate(`Basic ${Buffer.from(`alice:${r.json.token}`).toString('base64')}`);
     expect(auth).toMatchObject({ ok: true, session: { id: r.json.session.id } });
     const list = await h.api('GET', '/v1/accounts/alice/sessions', { token: h.token.reader });
     expect(list.text).not.toContain(r.json.token);
