@@ -7,6 +7,7 @@ import { fetch as undiciFetch, ProxyAgent } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { basic, closedWithin, curl, openConnect } from '../helpers/clients.js';
 import { createBareRepo, git, gitEnv, startGitServer, type GitServer } from '../helpers/git-http.js';
+import { caRotate } from '../../src/commands/ca.js';
 import { selfSignedCert, startHarness, startOrigin, type Harness, type Origin } from '../helpers/harness.js';
 
 /**
@@ -265,6 +266,26 @@ accounts:
       await agent.close();
     }
   }, 60_000);
+
+  test('portcullis ca rotate takes effect without a restart; old leaves are gone', async () => {
+    const io = { out: () => undefined, err: () => undefined };
+    expect(await caRotate(['--ca-dir', path.join(h.dir, 'ca')], io)).toBe(0);
+    const newCa = readFileSync(caFile, 'utf8');
+    expect(newCa).not.toBe(caPem);
+    const handshake = async (ca: string): Promise<boolean> => {
+      const c = await openConnect(h.proxyPort, `api.test:${origin.port}`, { auth: basic(account, token) });
+      const t = tls.connect({ socket: c.socket, servername: 'api.test', ca });
+      return new Promise((resolve) => {
+        t.once('secureConnect', () => (t.destroy(), resolve(true)));
+        t.once('error', () => resolve(false));
+      });
+    };
+    const deadline = Date.now() + 3000;
+    while (!(await handshake(newCa)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(await handshake(newCa)).toBe(true);
+    expect(await handshake(caPem)).toBe(false);
+    caPem = newCa;
+  });
 
   test('node https through the proxy with the CA in the agent options', async () => {
     const c = await openConnect(h.proxyPort, `api.test:${origin.port}`, { auth: basic(account, token) });
