@@ -6,10 +6,9 @@
 import { parseDuration } from '../config/schema.js';
 import { mintSessionToken } from '../identity/tokens.js';
 import { CanonicalError } from '../net/canonical.js';
-import { explain } from '../policy/explain.js';
+import { explain, explanationJson } from '../policy/explain.js';
 import { formatIssue, loadPolicyFile } from '../policy/load.js';
 import type { PolicyReloader, ReloadResult } from '../policy/reloader.js';
-import { REASONS } from '../reasons.js';
 import { isLiveSession } from '../state/memory-cache.js';
 import { ConflictError } from '../state/types.js';
 import type { AccountState, SessionRecord, StateStore } from '../state/types.js';
@@ -374,23 +373,7 @@ function explainRequest(ctx: RouteContext): Reply {
   const used = { account, lockdown, developerMode, policyHash: policy.hash };
   try {
     const result = explain({ account, method: b.method, url: b.url, lockdown, developerMode, headers: b.headers ?? {}, body: b.body ?? false }, policy);
-    const d = result.decision;
-    return {
-      status: 200,
-      body: {
-        decision: d.verdict,
-        reason: d.reason,
-        ...(d.wouldDeny ? { wouldDeny: d.wouldDeny } : {}),
-        destination: d.destination,
-        accountRule: d.accountRule,
-        host: result.host,
-        port: result.port,
-        status: d.verdict === 'deny' ? REASONS[d.reason].status : 200,
-        steps: result.steps.map((s) => ({ kind: s.kind, decision: s.decision.verdict, reason: s.decision.reason, destination: s.decision.destination })),
-        why: result.why,
-        ...used,
-      },
-    };
+    return { status: 200, body: { ...explanationJson(result, policy.hash), ...used } };
   } catch (err) {
     // The proxy would refuse such a request as bad_request; say so rather than fail the call.
     if (!(err instanceof CanonicalError)) throw err;

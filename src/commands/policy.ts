@@ -5,10 +5,9 @@
 import { parseArgs } from 'node:util';
 import { CanonicalError } from '../net/canonical.js';
 import { compilePolicy } from '../policy/compile.js';
-import { explain } from '../policy/explain.js';
+import { explain, explanationJson } from '../policy/explain.js';
 import { formatIssue, loadPolicyFile, PolicyLoadError, type LoadedPolicy } from '../policy/load.js';
 import { runPolicyTests } from '../policy/policy-tests.js';
-import { REASONS } from '../reasons.js';
 import { UsageError, type Io } from './io.js';
 
 /** Default policy path, relative to the working directory. */
@@ -101,21 +100,7 @@ export async function explainCommand(argv: string[], io: Io): Promise<number> {
     );
     const d = result.decision;
     if (values.json) {
-      io.out(
-        JSON.stringify({
-          decision: d.verdict,
-          reason: d.reason,
-          ...(d.wouldDeny ? { wouldDeny: d.wouldDeny } : {}),
-          destination: d.destination,
-          accountRule: d.accountRule,
-          host: result.host,
-          port: result.port,
-          status: d.verdict === 'deny' ? REASONS[d.reason].status : 200,
-          steps: result.steps.map((s) => ({ kind: s.kind, decision: s.decision.verdict, reason: s.decision.reason, destination: s.decision.destination })),
-          why: result.why,
-          policyHash: policy.hash,
-        }),
-      );
+      io.out(JSON.stringify(explanationJson(result, policy.hash)));
     } else {
       io.out(`${d.verdict.toUpperCase()} ${d.reason}${d.wouldDeny ? ` (enforce: ${d.wouldDeny})` : ''}`);
       io.out(`destination: ${d.destination ?? '(none)'}`);

@@ -23,6 +23,8 @@ const HANDSHAKE_CLIENT_HELLO = 1;
 // RFC 8446 §5.1: a plaintext fragment is at most 2^14 bytes and handshake fragments are never empty.
 const MAX_FRAGMENT = 16384;
 const MAX_RECORDS = 256;
+// OpenSSL skips up to this many empty records before failing; we must find the hello it finds.
+const MAX_EMPTY_RECORDS = 32;
 const EXT_SERVER_NAME = 0;
 const NAME_TYPE_HOST = 0;
 const MAX_HOST_NAME = 255;
@@ -81,18 +83,34 @@ function isTlsVersion(v: number): boolean {
   return v >= 0x0301 && v <= 0x0304;
 }
 
+/**
+ * Record-layer version of a hello record. RFC 8446 §5.1 says legacy_record_version is ignored,
+ * and OpenSSL accepts any 0x03xx there: refusing one would leave the hello unjudged while the
+ * server still completes the handshake with whatever SNI it carries.
+ */
+function isRecordVersion(v: number): boolean {
+  return v >> 8 === 3;
+}
+
 /** Reassembles the hello body from consecutive handshake records; null when more bytes are needed. */
 function handshakeBody(buf: Buffer): Buffer | null {
   const fragments: Buffer[] = [];
   let total = 0;
   let off = 0;
   let needed = -1;
+  let empty = 0;
   for (let records = 0; ; records++) {
     // Splitting a hello over a few records is legal (and a known DPI-evasion trick); thousands
     // of tiny records only make every re-parse slower, so a few hundred is the limit.
     if (records >= MAX_RECORDS) throw new Malformed(`ClientHello split over more than ${MAX_RECORDS} records`);
     const fragment = nextFragment(buf, off);
     if (fragment === null) return null;
+    if (fragment.length === 0) {
+      // Forbidden by RFC 8446, yet servers skip them: so must we, or the real hello goes unread.
+      if (++empty > MAX_EMPTY_RECORDS) throw new Malformed('too many empty records');
+      off += RECORD_HEADER;
+      continue;
+    }
     fragments.push(fragment);
     total += fragment.length;
     off += RECORD_HEADER + fragment.length;
@@ -109,8 +127,8 @@ function nextFragment(buf: Buffer, off: number): Buffer | null {
   const length = buf.readUInt16BE(off + 3);
   // A record of another type before the hello is complete is a protocol violation.
   if (type !== CONTENT_HANDSHAKE) throw new Malformed('non-handshake record inside the ClientHello');
-  if (!isTlsVersion(version)) throw new Malformed(`unsupported record version 0x${version.toString(16)}`);
-  if (length === 0 || length > MAX_FRAGMENT) throw new Malformed(`bad record length ${length}`);
+  if (!isRecordVersion(version)) throw new Malformed(`unsupported record version 0x${version.toString(16)}`);
+  if (length > MAX_FRAGMENT) throw new Malformed(`bad record length ${length}`);
   if (buf.length - off - RECORD_HEADER < length) return null;
   return buf.subarray(off + RECORD_HEADER, off + RECORD_HEADER + length);
 }

@@ -118,3 +118,21 @@ export function describe(d: Decision): string {
   if (d.verdict === 'report' && d.wouldDeny) return `${REASONS.report_would_deny.message} (${d.wouldDeny}: ${REASONS[d.wouldDeny].message})`;
   return REASONS[d.reason as Reason].message;
 }
+
+/** The machine-readable form shared by `explain --json` and `POST /v1/explain`. */
+export function explanationJson(result: Explanation, policyHash: string): Record<string, unknown> {
+  const d = result.decision;
+  return {
+    decision: d.verdict,
+    reason: d.reason,
+    ...(d.wouldDeny ? { wouldDeny: d.wouldDeny } : {}),
+    destination: d.destination,
+    accountRule: d.accountRule,
+    host: result.host,
+    port: result.port,
+    status: d.verdict === 'deny' ? REASONS[d.reason].status : 200,
+    steps: result.steps.map((s) => ({ kind: s.kind, decision: s.decision.verdict, reason: s.decision.reason, destination: s.decision.destination })),
+    why: result.why,
+    policyHash,
+  };
+}

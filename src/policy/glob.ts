@@ -42,14 +42,18 @@ export function compilePathGlobs(globs: readonly string[]): RegExp {
 }
 
 const ENCODED_SEPARATOR = /%2f|%5c/i;
+// A dot segment carrying path parameters: Tomcat, Jetty and Spring strip ";..." per segment and
+// then resolve "..;" as "..", so "/allowed/..;/admin" reaches /admin there.
+const DOT_SEGMENT_WITH_PARAMS = /^\.\.?;/;
 
 /**
  * The path that path rules are matched on: percent-decoded once, except for encoded slashes
  * and backslashes (%2F, %5C), which stay encoded so they cannot forge a segment boundary,
  * then dot-segment normalized (RFC 3986 §5.2.4).
- * Returns null when the path cannot be matched safely: bad percent-encoding, or a dot segment
- * hidden behind an encoded separator ("a%2F..%2Fb"), which an origin that decodes %2F would
- * resolve outside the segment the rule saw.
+ * Returns null when the path cannot be matched safely: bad percent-encoding, a dot segment
+ * hidden behind an encoded separator ("a%2F..%2Fb") or behind path parameters ("..;x"), which
+ * some origins resolve outside the segment the rule saw, or a NUL (%00), where C-string origins
+ * stop reading.
  */
 export function normalizePathForMatch(path: string): string | null {
   let decoded: string;
@@ -63,6 +67,7 @@ export function normalizePathForMatch(path: string): string | null {
   for (let i = 1; i < segments.length; i++) {
     const segment = segments[i]!;
     if (ENCODED_SEPARATOR.test(segment) && hasHiddenDotSegment(segment)) return null;
+    if (DOT_SEGMENT_WITH_PARAMS.test(segment) || segment.includes('\u0000')) return null;
     if (segment === '.') {
       if (i === segments.length - 1) out.push('');
       continue;

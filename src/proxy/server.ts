@@ -335,23 +335,7 @@ export class ProxyServer {
       if (target === null) return;
       const socket = req.socket;
       const hasBody = h2cStripped ? false : requestHasBody(req);
-      const admitted = await this.#admit(req, socket, record, reject, (account, view) => ({
-        account,
-        kind: inner ? 'intercepted' : 'http',
-        scheme: target.scheme,
-        host: target.host,
-        hostKind: target.hostKind,
-        port: target.port,
-        method: req.method ?? 'GET',
-        path: target.path,
-        query: target.query,
-        headerNames: headerNames(req.rawHeaders),
-        hasBody,
-        upgrade: null,
-        requestBytes: requestHeadBytes(req.method ?? '', req.url ?? '', req.rawHeaders),
-        lockdown: view.lockdown,
-        developerMode: view.developerMode,
-      }), inner);
+      const admitted = await this.#admit(req, socket, record, reject, requestInput(req, target, inner ? 'intercepted' : 'http', hasBody, null), inner);
       if (admitted === null) return;
       const { decision } = admitted;
       const limits = this.#deps.policy.current.policy.limits;
@@ -611,23 +595,7 @@ export class ProxyServer {
     socket.on('error', () => socket.destroy());
     const target = this.#parseTarget(req, record, reject);
     if (target === null) return;
-    const admitted = await this.#admit(req, socket, record, reject, (account, view) => ({
-      account,
-      kind: 'http',
-      scheme: target.scheme,
-      host: target.host,
-      hostKind: target.hostKind,
-      port: target.port,
-      method: req.method ?? 'GET',
-      path: target.path,
-      query: target.query,
-      headerNames: headerNames(req.rawHeaders),
-      hasBody: false,
-      upgrade: protocols.join(','),
-      requestBytes: requestHeadBytes(req.method ?? '', req.url ?? '', req.rawHeaders),
-      lockdown: view.lockdown,
-      developerMode: view.developerMode,
-    }));
+    const admitted = await this.#admit(req, socket, record, reject, requestInput(req, target, 'http', false, protocols.join(',')));
     if (admitted === null) return;
     if (target.scheme !== 'http') return reject('scheme_not_allowed', 'upgrades are proxied for http:// only; wss goes through CONNECT');
     if (!this.#rateLimit(record.account!, reject)) return;
@@ -654,6 +622,33 @@ export class ProxyServer {
       upgrade: true,
     });
   }
+}
+
+/** The decision input of an HTTP request (plain, upgrade or intercepted), for an account and its switches. */
+function requestInput(
+  req: IncomingMessage,
+  target: CanonicalTarget,
+  kind: 'http' | 'intercepted',
+  hasBody: boolean,
+  upgrade: string | null,
+): (account: string, view: { lockdown: boolean; developerMode: boolean }) => DecisionInput {
+  return (account, view) => ({
+    account,
+    kind,
+    scheme: target.scheme,
+    host: target.host,
+    hostKind: target.hostKind,
+    port: target.port,
+    method: req.method ?? 'GET',
+    path: target.path,
+    query: target.query,
+    headerNames: headerNames(req.rawHeaders),
+    hasBody,
+    upgrade,
+    requestBytes: requestHeadBytes(req.method ?? '', req.url ?? '', req.rawHeaders),
+    lockdown: view.lockdown,
+    developerMode: view.developerMode,
+  });
 }
 
 /** Whether a request carries a body (declared length above zero, or any transfer coding). */
