@@ -8,13 +8,13 @@ import { mkdir, open as openFile, readdir, readFile, rename, unlink } from 'node
 import { basename, dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { AccountSchema, GlobalSchema, SessionSchema } from './schemas.js';
+import { CachedReads } from './cached-reads.js';
 import {
   developerModeTransition,
   globalLockdownTransition,
   isLiveSession,
   isPrunableSession,
   lockdownTransition,
-  MemoryCache,
   revokeTransition,
   signOutTransition,
   StagedBatch,
@@ -192,10 +192,9 @@ function errorCode(err: unknown): string | undefined {
  * the file and its directory entry are fsynced; the cache changes at the same moment, so it never
  * shows anything the disk does not hold (except last-seen touches, which are applied at once).
  */
-export class FileStore implements StateStore {
+export class FileStore extends CachedReads implements StateStore {
   /** Absolute path of the state file. */
   readonly file: string;
-  readonly #cache = new MemoryCache();
   readonly #events = new EventEmitter<{ change: [StoreChange] }>();
   readonly #now: () => Date;
   readonly #writeFile: (file: string, data: string) => Promise<void>;
@@ -209,6 +208,7 @@ export class FileStore implements StateStore {
 
   /** A store for `file` (resolved against the working directory); call open() before use. */
   constructor(file: string, options: FileStoreOptions = {}) {
+    super();
     this.file = resolve(file);
     this.#now = options.now ?? (() => new Date());
     this.#writeFile = options.writeFile ?? writeFileAtomic;
@@ -233,30 +233,6 @@ export class FileStore implements StateStore {
   close(): Promise<void> {
     this.#closing ??= this.#shutdown();
     return this.#closing;
-  }
-
-  getSession(id: string): SessionRecord | undefined {
-    return this.#cache.getSession(id);
-  }
-
-  listSessions(account: string): SessionRecord[] {
-    return this.#cache.listSessions(account);
-  }
-
-  getAccount(account: string): AccountState {
-    return this.#cache.getAccount(account);
-  }
-
-  listAccounts(): AccountState[] {
-    return this.#cache.listAccounts();
-  }
-
-  getGlobal(): GlobalState {
-    return this.#cache.getGlobal();
-  }
-
-  countLiveSessions(now: Date): number {
-    return this.#cache.countLive(now);
   }
 
   /** Always 0: this process is the only writer, so its cache is the state. */
@@ -344,7 +320,7 @@ export class FileStore implements StateStore {
   touchSessions(touches: ReadonlyMap<string, SessionTouch>): Promise<void> {
     if (!this.#writable) return Promise.reject(this.#notWritable());
     let touched = false;
-    for (const [id, touch] of touches) if (this.#cache.touch(id, touch)) touched = true;
+    for (const [id, touch] of touches) if (this.cache.touch(id, touch)) touched = true;
     if (!touched) return Promise.resolve();
     return new Promise<void>((resolveTouch, reject) => {
       this.#touchWaiters.push({ resolve: resolveTouch, reject });
@@ -397,13 +373,13 @@ export class FileStore implements StateStore {
     if (json === null) {
       // Write the empty state now so an unwritable location fails at startup, not at the first revocation.
       try {
-        await this.#writeFile(this.file, serializeStateDocument(this.#cache.snapshot()));
+        await this.#writeFile(this.file, serializeStateDocument(this.cache.snapshot()));
       } catch (err) {
         throw new StoreUnavailableError(`cannot create state file ${this.file}: ${(err as Error).message}`, { cause: err });
       }
       this.#writes += 1;
     } else {
-      this.#cache.load(parseStateDocument(json, this.file));
+      this.cache.load(parseStateDocument(json, this.file));
     }
     this.#writable = this.#closing === null;
   }
@@ -441,7 +417,7 @@ export class FileStore implements StateStore {
     while (this.#queue.length > 0 || this.#touchWaiters.length > 0) {
       const ops = this.#queue.splice(0);
       const touchWaiters = this.#touchWaiters.splice(0);
-      const batch = new StagedBatch(this.#cache);
+      const batch = new StagedBatch(this.cache);
       const outcomes: Outcome[] = ops.map((op) => {
         try {
           return { ok: true, value: op.run(batch) };

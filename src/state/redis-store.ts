@@ -38,13 +38,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createClient } from 'redis';
 import { z } from 'zod';
 import { AccountSchema, GlobalSchema, isoTime, SessionSchema, text } from './schemas.js';
+import { CachedReads } from './cached-reads.js';
 import {
   developerModeTransition,
   globalLockdownTransition,
   isLiveSession,
   isPrunableSession,
   lockdownTransition,
-  MemoryCache,
   revokeTransition,
   signOutTransition,
   toSessionRecord,
@@ -397,8 +397,7 @@ interface Waiter {
  * from other replicas arrive through the stream. `stalenessMs()` is 0 while the feed connection
  * is live and in sync, and otherwise counts from the last moment it was.
  */
-export class RedisStore implements StateStore {
-  readonly #cache = new MemoryCache();
+export class RedisStore extends CachedReads implements StateStore {
   readonly #events = new EventEmitter<{ change: [StoreChange]; status: [StoreStatus]; warning: [string] }>();
   readonly #url: string;
   readonly #where: string;
@@ -432,6 +431,7 @@ export class RedisStore implements StateStore {
 
   /** A store for `options.url`; call open() before use. */
   constructor(options: RedisStoreOptions) {
+    super();
     const parts = splitUrl(options.url);
     this.#url = parts.url;
     this.#where = parts.where;
@@ -465,30 +465,6 @@ export class RedisStore implements StateStore {
     return this.#closing;
   }
 
-  getSession(id: string): SessionRecord | undefined {
-    return this.#cache.getSession(id);
-  }
-
-  listSessions(account: string): SessionRecord[] {
-    return this.#cache.listSessions(account);
-  }
-
-  getAccount(account: string): AccountState {
-    return this.#cache.getAccount(account);
-  }
-
-  listAccounts(): AccountState[] {
-    return this.#cache.listAccounts();
-  }
-
-  getGlobal(): GlobalState {
-    return this.#cache.getGlobal();
-  }
-
-  countLiveSessions(now: Date): number {
-    return this.#cache.countLive(now);
-  }
-
   /**
    * 0 while the feed connection is in sync and its blocked read is within its heartbeat (Redis
    * would have pushed any change at once); otherwise ms since the last moment it was in sync.
@@ -515,7 +491,7 @@ export class RedisStore implements StateStore {
     return this.#write(
       () => ({ reads: [`s:${record.id}`] }),
       () => {
-        if (this.#cache.getSession(record.id) !== undefined) throw new ConflictError(`session ${record.id} already exists`);
+        if (this.cache.getSession(record.id) !== undefined) throw new ConflictError(`session ${record.id} already exists`);
         return { result: undefined, changes: [{ type: 'session', at: this.#at(), session: record }] };
       },
     );
@@ -526,7 +502,7 @@ export class RedisStore implements StateStore {
     return this.#write(
       () => ({ reads: [`s:${id}`] }),
       () => {
-        const current = this.#cache.getSession(id);
+        const current = this.cache.getSession(id);
         if (current === undefined || current.account !== account) return { result: null, changes: [] };
         const next = revokeTransition(current, by, this.#at());
         if (next === null) return { result: current, changes: [] };
@@ -538,20 +514,20 @@ export class RedisStore implements StateStore {
   /** Checked against every session of the account Redis knows, so none created elsewhere is missed. */
   revokeAllSessions(account: string, by: string, except?: string): Promise<SessionRecord[]> {
     return this.#write(
-      () => ({ reads: [`a:${account}`, ...[...this.#cache.sessionIds(account)].map((id) => `s:${id}`)], listed: [account] }),
+      () => ({ reads: [`a:${account}`, ...[...this.cache.sessionIds(account)].map((id) => `s:${id}`)], listed: [account] }),
       () => {
         const now = this.#now();
         const at = now.toISOString();
         const revoked: SessionRecord[] = [];
         const changes: StoreChange[] = [];
-        for (const s of this.#cache.listSessions(account)) {
+        for (const s of this.cache.listSessions(account)) {
           if (s.id === except || !isLiveSession(s, now)) continue;
           const next = revokeTransition(s, by, at);
           if (next === null) continue;
           revoked.push(next);
           changes.push({ type: 'session', at, session: next });
         }
-        changes.push({ type: 'account', at, state: signOutTransition(this.#cache.getAccount(account), at, except) });
+        changes.push({ type: 'account', at, state: signOutTransition(this.cache.getAccount(account), at, except) });
         return { result: revoked, changes };
       },
     );
@@ -561,7 +537,7 @@ export class RedisStore implements StateStore {
     return this.#write(
       () => ({ reads: [`a:${account}`] }),
       () => {
-        const current = this.#cache.getAccount(account);
+        const current = this.cache.getAccount(account);
         const next = lockdownTransition(current, enabled, by, this.#at());
         if (next === null) return { result: current, changes: [] };
         return { result: next, changes: [{ type: 'account', at: next.lockdownChangedAt ?? this.#at(), state: next }] };
@@ -573,7 +549,7 @@ export class RedisStore implements StateStore {
     return this.#write(
       () => ({ reads: [`a:${account}`] }),
       () => {
-        const current = this.#cache.getAccount(account);
+        const current = this.cache.getAccount(account);
         const next = developerModeTransition(current, enabled, by, this.#at());
         if (next === null) return { result: current, changes: [] };
         return { result: next, changes: [{ type: 'account', at: next.developerModeChangedAt ?? this.#at(), state: next }] };
@@ -585,7 +561,7 @@ export class RedisStore implements StateStore {
     return this.#write(
       () => ({ reads: ['g'] }),
       () => {
-        const current = this.#cache.getGlobal();
+        const current = this.cache.getGlobal();
         const next = globalLockdownTransition(current, enabled, by, this.#at());
         if (next === null) return { result: current, changes: [] };
         return { result: next, changes: [{ type: 'global', at: next.changedAt ?? this.#at(), state: next }] };
@@ -602,7 +578,7 @@ export class RedisStore implements StateStore {
     if (!this.#writable) return Promise.reject(this.#notWritable());
     const args: string[] = [];
     for (const [id, touch] of touches) {
-      if (!this.#cache.touch(id, touch)) continue;
+      if (!this.cache.touch(id, touch)) continue;
       const t = Date.parse(touch.lastSeenAt);
       if (Number.isNaN(t)) continue;
       args.push(id, String(t), JSON.stringify({ t, lastSeenAt: touch.lastSeenAt, clientIp: touch.clientIp, userAgent: touch.userAgent }));
@@ -620,7 +596,7 @@ export class RedisStore implements StateStore {
    */
   pruneSessions(olderThan: Date): Promise<number> {
     if (!this.#writable) return Promise.reject(this.#notWritable());
-    const candidates = this.#cache.snapshot().sessions.filter((s) => isPrunableSession(s, olderThan));
+    const candidates = this.cache.snapshot().sessions.filter((s) => isPrunableSession(s, olderThan));
     if (candidates.length === 0) return Promise.resolve(0);
     const keys = [this.#key('sessions'), this.#key('lastseen')];
     const indexOf = new Map<string, number>();
@@ -638,7 +614,7 @@ export class RedisStore implements StateStore {
       this.#eval(SCRIPTS.prune, keys, args).then(
         (reply) => {
           let pruned = 0;
-          for (const id of Array.isArray(reply) ? reply : []) if (this.#cache.remove(String(id))) pruned += 1;
+          for (const id of Array.isArray(reply) ? reply : []) if (this.cache.remove(String(id))) pruned += 1;
           return pruned;
         },
         (err: unknown) => Promise.reject(this.#unavailable(err)),
@@ -817,7 +793,7 @@ export class RedisStore implements StateStore {
     for (const [k, v] of expected) args.push(k.slice(0, 1), k.slice(2), String(v));
     args.push(String(listed.length));
     for (const account of listed) {
-      const ids = [...this.#cache.sessionIds(account)];
+      const ids = [...this.cache.sessionIds(account)];
       args.push(String(indexOf(account)), String(ids.length), ...ids);
     }
     args.push(String(changes.length));
@@ -848,10 +824,10 @@ export class RedisStore implements StateStore {
       const known = this.#knownVersion(key);
       if (raw === null) {
         if (known === 0) continue;
-        const session = key.startsWith('s:') ? this.#cache.getSession(key.slice(2)) : undefined;
+        const session = key.startsWith('s:') ? this.cache.getSession(key.slice(2)) : undefined;
         // Pruned by another replica: dead sessions only.
         if (session !== undefined && !isLiveSession(session, this.#now())) {
-          this.#cache.remove(session.id);
+          this.cache.remove(session.id);
           continue;
         }
         throw this.#lost(`redis no longer holds ${key.startsWith('s:') ? 'a session' : 'account state'} this replica knows`);
@@ -870,7 +846,7 @@ export class RedisStore implements StateStore {
   }
 
   #knownVersion(key: RecordKey): number {
-    if (key.startsWith('s:') && this.#cache.getSession(key.slice(2)) === undefined) return 0;
+    if (key.startsWith('s:') && this.cache.getSession(key.slice(2)) === undefined) return 0;
     return this.#meta.get(key)?.v ?? 0;
   }
 
@@ -883,7 +859,7 @@ export class RedisStore implements StateStore {
     this.#highest = Math.max(this.#highest, v);
     if (adopt ? v === known : v <= known) return false;
     this.#meta.set(key, { v, at: change.at });
-    this.#cache.apply(change);
+    this.cache.apply(change);
     this.#emit('change', change);
     return true;
   }
@@ -1082,7 +1058,7 @@ export class RedisStore implements StateStore {
       count += 1;
     };
     const at = this.#at();
-    const snapshot = this.#cache.snapshot();
+    const snapshot = this.cache.snapshot();
     push({ type: 'global', at, state: snapshot.global });
     for (const state of snapshot.accounts) push({ type: 'account', at, state });
     for (const session of snapshot.sessions) push({ type: 'session', at, session });
@@ -1100,12 +1076,12 @@ export class RedisStore implements StateStore {
   #load(snap: Snapshot): void {
     const newer = (key: RecordKey): boolean => (this.#meta.get(key)?.v ?? 0) > snap.seq;
     for (const [key, env] of snap.records) if (!newer(key)) this.#apply(key, env.v, env.c, true);
-    for (const s of this.#cache.snapshot().sessions) {
+    for (const s of this.cache.snapshot().sessions) {
       const key = `s:${s.id}`;
-      if (!snap.records.has(key) && !newer(key)) this.#cache.remove(s.id);
+      if (!snap.records.has(key) && !newer(key)) this.cache.remove(s.id);
     }
     for (const key of [...this.#meta.keys()]) if (key.startsWith('s:') && !snap.records.has(key) && !newer(key)) this.#meta.delete(key);
-    for (const [id, touch] of snap.touches) this.#cache.touch(id, touch);
+    for (const [id, touch] of snap.touches) this.cache.touch(id, touch);
     this.#epoch = snap.epoch;
     this.#lastSeq = snap.seq;
     this.#lastId = snap.lastId;
