@@ -1,45 +1,7 @@
-import { execFile } from 'node:child_process';
-import net from 'node:net';
-import { promisify } from 'node:util';
 import { fetch as undiciFetch, ProxyAgent } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { curl, raw } from '../helpers/clients.js';
 import { startHarness, startOrigin, type Harness, type Origin } from '../helpers/harness.js';
-
-const run = promisify(execFile);
-
-/** curl through the proxy; returns status, headers and body. Never follows redirects. */
-async function curl(args: string[]): Promise<{ status: number; headers: Record<string, string>; body: string }> {
-  const { stdout } = await run('curl', ['-s', '-i', '--max-time', '10', '--noproxy', '', ...args], { env: { PATH: process.env.PATH ?? '' } });
-  // With -i and a proxy, curl may print a CONNECT response block first; take the last block.
-  const blocks = stdout.split(/\r\n\r\n/);
-  let i = 0;
-  // Skip interim and challenge blocks (CONNECT 200, 100 Continue, a 407 answered with credentials).
-  while (i < blocks.length - 1 && /^HTTP\/1\.[01] \d{3}/.test(blocks[i + 1]!)) i++;
-  const [head, ...rest] = blocks.slice(i);
-  const [statusLine, ...lines] = head!.split('\r\n');
-  const headers: Record<string, string> = {};
-  for (const l of lines) {
-    const c = l.indexOf(':');
-    headers[l.slice(0, c).toLowerCase()] = l.slice(c + 1).trim();
-  }
-  return { status: Number(statusLine!.split(' ')[1]), headers, body: rest.join('\r\n\r\n') };
-}
-
-/** Raw bytes to the proxy port; resolves with everything read until the proxy closes or a timeout. */
-function raw(port: number, payload: string | Buffer, waitMs = 1500): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    let out = '';
-    s.on('data', (d) => (out += d.toString('latin1')));
-    s.on('error', () => undefined);
-    s.on('close', () => resolve(out));
-    s.write(payload);
-    setTimeout(() => {
-      s.destroy();
-      resolve(out);
-    }, waitMs).unref();
-  });
-}
 
 describe('plain HTTP through the proxy', () => {
   let h: Harness;
