@@ -642,10 +642,11 @@ function requestInput(
     method: req.method ?? 'GET',
     path: target.path,
     query: target.query,
-    headerNames: headerNames(req.rawHeaders),
+    // Header names and head size matter only to lockdown's rules; skip the work otherwise.
+    headerNames: view.lockdown ? headerNames(req.rawHeaders) : [],
     hasBody,
     upgrade,
-    requestBytes: requestHeadBytes(req.method ?? '', req.url ?? '', req.rawHeaders),
+    requestBytes: view.lockdown ? requestHeadBytes(req.method ?? '', req.url ?? '', req.rawHeaders) : 0,
     lockdown: view.lockdown,
     developerMode: view.developerMode,
   });
