@@ -88,7 +88,6 @@ export class ProxyServer {
       requestTimeout: 0,
       headersTimeout: s.headerTimeoutMs,
       keepAliveTimeout: 5_000,
-      insecureHTTPParser: false,
       noDelay: true,
     };
     this.server = s.tls ? https.createServer({ ...options, cert: s.tls.cert, key: s.tls.key, ALPNProtocols: ['http/1.1'] }) : http.createServer(options);
