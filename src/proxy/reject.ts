@@ -49,7 +49,7 @@ export function rejection(
 function closesConnection(status: number): boolean {
   // A malformed request leaves the stream in an unknown state; a 407 must keep the connection so
   // the client can answer the challenge on it.
-  return status === 400 || status === 431 || status === 414 || status === 503;
+  return status === 400 || status === 413 || status === 431 || status === 414 || status === 503;
 }
 
 /** Answers a plain request with the reason's status; records it on the egress record. */

@@ -89,6 +89,11 @@ export class ProxyServer {
       headersTimeout: s.headerTimeoutMs,
       keepAliveTimeout: 5_000,
       noDelay: true,
+      // Node checks headersTimeout only this often (30 s by default): a slowloris client
+      // would outlive --header-timeout-ms by that much.
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(s.headerTimeoutMs / 2))),
+      // Absent Host is answered by our own 400 (with a reason and a log line), not Node's bare one.
+      requireHostHeader: false,
     };
     this.server = s.tls ? https.createServer({ ...options, cert: s.tls.cert, key: s.tls.key, ALPNProtocols: ['http/1.1'] }) : http.createServer(options);
     this.server.timeout = s.idleTimeoutMs;
@@ -328,7 +333,10 @@ export class ProxyServer {
       // not at the drain deadline (server.close() closed only the connections idle back then).
       if (this.#draining) setImmediate(() => this.server.closeIdleConnections());
     });
-    const reject = (reason: Reason, detail?: string, retryAfterS?: number): void => rejectResponse(res, record, reason, { detail, retryAfterS });
+    // A refused request whose body was never read closes its connection: reading (or draining)
+    // an unwanted upload would cost as much as forwarding it.
+    const reject = (reason: Reason, detail?: string, retryAfterS?: number): void =>
+      rejectResponse(res, record, reason, { detail, retryAfterS, close: !h2cStripped && requestHasBody(req) && !req.readableEnded && req.readableLength === 0 && !req.readableFlowing });
     try {
       const target = inner ? this.#parseInnerTarget(req, inner, record, reject) : this.#parseTarget(req, record, reject);
       if (target === null) return;
@@ -359,6 +367,8 @@ export class ProxyServer {
   #parseTarget(req: IncomingMessage, record: EgressRecord, reject: (reason: Reason, detail?: string) => void): CanonicalTarget | null {
     const url = req.url ?? '';
     if (!ABSOLUTE_FORM.test(url)) return (reject('bad_request', 'a proxy request needs an absolute URL (origin-form requests are not proxied)'), null);
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is malformed, absolute-form or not.
+    if (req.headers.host === undefined && req.httpVersionMinor >= 1) return (reject('bad_request', 'HTTP/1.1 requests need a Host header'), null);
     if (url.length > this.#deps.policy.current.policy.limits.maxUrlLength) return (reject('url_too_long'), null);
     if (!PRINTABLE_ASCII.test(url)) return (reject('bad_request', 'request-target must be printable ASCII'), null);
     let target: CanonicalTarget;
@@ -445,6 +455,14 @@ export class ProxyServer {
     const abort = new AbortController();
     res.once('close', () => {
       if (!res.writableFinished) abort.abort();
+    });
+    // While the origin is thinking, the client is legitimately silent: the client socket's idle
+    // timer must not fire first, or a stalled origin ends as a dropped connection, not a 504.
+    const socket = req.socket;
+    const idleMs = socket.timeout;
+    socket.setTimeout(0);
+    res.once('close', () => {
+      if (!socket.destroyed) socket.setTimeout(idleMs ?? 0);
     });
     let upstream: Awaited<ReturnType<typeof pool.request>>;
     try {
@@ -592,6 +610,8 @@ export class ProxyServer {
       record.finish(logger, metrics);
     };
     socket.on('error', () => socket.destroy());
+    // The body of an upgrade request would be relayed raw after the rebuilt head: refuse it.
+    if (requestHasBody(req)) return reject('bad_request', 'upgrade requests cannot carry a body');
     const target = this.#parseTarget(req, record, reject);
     if (target === null) return;
     const admitted = await this.#admit(req, socket, record, reject, requestInput(req, target, 'http', false, protocols.join(',')));

@@ -137,10 +137,29 @@ export async function openTunnel(o: TunnelOptions): Promise<void> {
   };
 
   if (o.upgrade) {
-    record.status = 101;
-    record.bytesOut += 0;
-    relay(o.head);
-    record.finish(logger, metrics);
+    // Only a 101 turns the connection into a relay. Anything else is an ordinary response:
+    // it goes to the client and the connection ends, so bytes the client sends after its
+    // upgrade request can never reach the origin as an unjudged request.
+    upstream.write(o.head);
+    upstream.once('data', (first: Buffer) => {
+      record.bytesIn += first.length;
+      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(first.toString('latin1', 0, 16))?.[1] ?? 0);
+      record.status = status;
+      client.write(first);
+      if (status !== 101) {
+        record.error = `upgrade refused by the origin (status ${status || 'unparsable'})`;
+        record.finish(logger, metrics);
+        client.end();
+        upstream.destroy();
+        return;
+      }
+      record.finish(logger, metrics);
+      upstream.on('data', (chunk: Buffer) => {
+        record.bytesIn += chunk.length;
+      });
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
     return;
   }
 
@@ -184,7 +203,8 @@ export function judgeSni(hello: ClientHelloResult, host: string, lockdown: boole
     }
     return canonical === host ? { ok: true } : { ok: false, reason: 'sni_mismatch' };
   }
-  if (lockdown) return { ok: false, reason: 'sni_missing' };
+  // A hello that cannot be parsed could name anything: refuse it in every mode.
+  if (lockdown || hello.status === 'invalid') return { ok: false, reason: 'sni_missing' };
   return { ok: true, note: hello.status === 'ok' ? 'sni_missing' : `sni_missing (${hello.status === 'not_tls' ? 'not TLS' : 'unparsable ClientHello'})` };
 }
 
