@@ -6,6 +6,7 @@ import { benchDecide, printDecide } from './decide.mjs';
 import { benchProxy, printProfile, printProxy, profileProxy } from './proxy.mjs';
 import { benchSoak, printSoak } from './soak.mjs';
 import { benchPropagation, printPropagation } from './propagation.mjs';
+import { benchIntercept, printIntercept } from './intercept.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -39,6 +40,11 @@ if (want('decide')) {
 if (want('propagation')) {
   out.propagation = await benchPropagation();
   printPropagation(out.propagation);
+}
+
+if (want('intercept')) {
+  out.intercept = await benchIntercept();
+  printIntercept(out.intercept);
 }
 
 if (want('proxy')) {
