@@ -51,10 +51,17 @@ export async function startBenchEnv(o) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-bench-'));
   const closers = [];
   const env = { dir, closers, meta: {} };
+  // A run that dies half-way still leaves no temp directory behind (its processes are killed by
+  // procs.mjs, and the origins and tlsload servers exit when their stdin closes).
+  const removeDir = () => {
+    if (!o.keep) rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', removeDir);
   env.close = async () => {
     for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => undefined);
     closers.length = 0;
-    if (!o.keep) rmSync(dir, { recursive: true, force: true });
+    removeDir();
+    process.removeListener('exit', removeDir);
   };
   try {
     const { certFile, keyFile, cert } = writeSelfSignedCert(dir, [ORIGIN_HOST, '127.0.0.1']);

@@ -56,12 +56,28 @@ export function cpuMs(pid) {
   }
 }
 
+// Children still running when the bench exits (an exception, Ctrl-C) are killed, so that no
+// proxy outlives the run that started it.
+const live = new Set();
+let hooked = false;
+function track(child) {
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  if (hooked) return;
+  hooked = true;
+  process.once('exit', () => {
+    for (const c of live) c.kill('SIGKILL');
+  });
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]]) process.once(signal, () => process.exit(code));
+}
+
 /**
  * Spawns a long-running child; `stop()` sends SIGTERM, waits up to `graceMs`, then SIGKILL.
  * stderr is kept (last 64 KiB) for error messages.
  */
 export function startProcess(command, args, options = {}) {
   const child = spawn(command, args, { stdio: options.stdio ?? ['ignore', 'ignore', 'pipe'], cwd: options.cwd, env: options.env ?? process.env });
+  track(child);
   let stderr = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (d) => {
