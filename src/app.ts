@@ -28,7 +28,7 @@ import { ConnectionRegistry } from './proxy/registry.js';
 import { ProxyServer } from './proxy/server.js';
 import { Upstreams } from './proxy/upstreams.js';
 import { openStore } from './state/open-store.js';
-import { RedisStore } from './state/redis-store.js';
+import type { RedisStore } from './state/redis-store.js';
 import type { StateStore, StoreChange } from './state/types.js';
 
 /** Injectable parts (tests pass their own logger stream, DNS servers, TLS trust). */
@@ -146,16 +146,16 @@ async function assemble(
   }, 30_000);
   sweep.unref();
   // The store is "up" while it is in sync and its cache fresh enough to decide on (SPEC §7).
-  const storeUp = (): void =>
-    metrics.setStoreUp((!(store instanceof RedisStore) || store.isUp()) && store.stalenessMs() <= config.store.maxStalenessMs);
+  const shared = config.store.kind === 'redis' ? (store as RedisStore) : null;
+  const storeUp = (): void => metrics.setStoreUp((shared === null || shared.isUp()) && store.stalenessMs() <= config.store.maxStalenessMs);
   storeUp();
-  if (store instanceof RedisStore) {
-    store.on('status', (status: 'up' | 'down') => {
+  if (shared !== null) {
+    shared.on('status', (status: 'up' | 'down') => {
       storeUp();
       if (status === 'up') logger.info({ store: status }, 'state store in sync');
       else logger.warn({ store: status }, 'state store unreachable');
     });
-    store.on('warning', (message: string) => logger.warn({ warning: message }, 'state store'));
+    shared.on('warning', (message: string) => logger.warn({ warning: message }, 'state store'));
   }
   const storeTimer = setInterval(storeUp, 1_000);
   storeTimer.unref();

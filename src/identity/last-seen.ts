@@ -20,8 +20,15 @@ export class LastSeen {
 
   /** Records that a session was seen now, from this client. */
   touch(sessionId: string, clientIp: string | null, userAgent: string | null): void {
-    this.#pending.set(sessionId, { lastSeenAt: new Date().toISOString(), clientIp, userAgent });
+    // One touch per session per second is plenty for "last seen"; skip the allocation otherwise.
+    const now = Date.now();
+    const prev = this.#pending.get(sessionId);
+    if (prev !== undefined && now - this.#at.get(sessionId)! < 1000 && prev.clientIp === clientIp && prev.userAgent === userAgent) return;
+    this.#at.set(sessionId, now);
+    this.#pending.set(sessionId, { lastSeenAt: new Date(now).toISOString(), clientIp, userAgent });
   }
+
+  readonly #at = new Map<string, number>();
 
   /** The record with any not-yet-written touch applied (what the store will say after the flush). */
   overlay(session: SessionRecord): SessionRecord {
@@ -34,6 +41,7 @@ export class LastSeen {
     if (this.#pending.size === 0) return;
     const batch = this.#pending;
     this.#pending = new Map();
+    this.#at.clear();
     try {
       await this.#store.touchSessions(batch);
     } catch (err) {

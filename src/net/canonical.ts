@@ -157,6 +157,19 @@ function canonicalName(raw: string): CanonicalHost {
 
 /** Canonicalizes a bare host, a [bracketed] IPv6 literal or an unbracketed IPv6; throws CanonicalError. */
 export function canonicalizeHost(raw: string): CanonicalHost {
+  // The same few hosts arrive on every request: remember answers (and only successes).
+  const hit = HOST_MEMO.get(raw);
+  if (hit !== undefined) return hit;
+  const host = canonicalizeUncached(raw);
+  if (HOST_MEMO.size >= HOST_MEMO_MAX) HOST_MEMO.clear();
+  HOST_MEMO.set(raw, host);
+  return host;
+}
+
+const HOST_MEMO = new Map<string, CanonicalHost>();
+const HOST_MEMO_MAX = 10_000;
+
+function canonicalizeUncached(raw: string): CanonicalHost {
   checkRawHost(raw);
   if (raw.startsWith('[')) {
     if (!raw.endsWith(']') || raw.length < 3) throw new CanonicalError('unterminated IPv6 literal');

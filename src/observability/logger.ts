@@ -155,11 +155,23 @@ function scrubMessages(this: Logger, args: Parameters<LogFn>, method: LogFn): vo
   method.apply(this, (out ?? args) as Parameters<LogFn>);
 }
 
+let lastMs = 0;
+let lastStamp = '';
+/** pino's isoTime, formatted once per millisecond (a proxy logs many lines per millisecond). */
+function cachedIsoTime(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastStamp = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return lastStamp;
+}
+
 /** The options shared by every Portcullis logger; only level, base and stream vary. */
 const LOGGER_DEFAULTS = {
   messageKey: 'msg',
   errorKey: 'err',
-  timestamp: pino.stdTimeFunctions.isoTime,
+  timestamp: cachedIsoTime,
   // Level names, not numbers: operators grep for "level":"error".
   formatters: { level: (label: string) => ({ level: label }) },
   // `error` is the egress line's error text; it and `err` both get scrubbed.
@@ -170,7 +182,7 @@ const LOGGER_DEFAULTS = {
 
 // Writes are batched until 4 KiB; a quiet proxy would sit on its last lines indefinitely, so
 // the buffer is also flushed every second.
-const ASYNC_MIN_LENGTH = 4096;
+const ASYNC_MIN_LENGTH = 32 * 1024;
 const PERIODIC_FLUSH_MS = 1000;
 
 /** A JSON-lines logger with the Portcullis defaults, writing to `destination` (stdout by default). */
@@ -183,6 +195,8 @@ export function createLogger(options: LoggerOptions): Logger {
           dest: destination ?? 1,
           sync: false,
           minLength: ASYNC_MIN_LENGTH,
+          // sonic-boom requires minLength < maxWrite; one write of up to 64 KiB per batch.
+          maxWrite: 2 * ASYNC_MIN_LENGTH,
           periodicFlush: PERIODIC_FLUSH_MS,
           mkdir: typeof destination === 'string',
         });

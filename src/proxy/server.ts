@@ -198,10 +198,22 @@ export class ProxyServer {
 
   /** Authenticates and binds the connection to its first session (OIDC tokens answer later). */
   #authenticate(req: IncomingMessage, socket: Socket, record: EgressRecord): AuthResult | Promise<AuthResult> {
-    const result = this.#deps.auth.authenticate(req.headers['proxy-authorization']);
+    const header = req.headers['proxy-authorization'];
+    // Keep-alive clients repeat the same credentials on every request: once a token session
+    // authenticated on this connection, the same header only needs the revocation and expiry
+    // checks (OIDC tokens are always re-checked: they expire on their own).
+    const known = this.#verified.get(socket);
+    if (known !== undefined && header === known.header) {
+      const session = this.#deps.store.getSession(known.sessionId);
+      return this.#bind(session ? this.#deps.auth.check(session) : { ok: false, reason: 'session_revoked' }, req, socket, record);
+    }
+    const result = this.#deps.auth.authenticate(header);
     if (result instanceof Promise) return result.then((r) => this.#bind(r, req, socket, record));
+    if (result.ok && result.session.authMethod === 'token' && header !== undefined) this.#verified.set(socket, { header, sessionId: result.session.id });
     return this.#bind(result, req, socket, record);
   }
+
+  readonly #verified = new WeakMap<Socket, { header: string; sessionId: string }>();
 
   #bind(result: AuthResult, req: IncomingMessage, socket: Socket, record: EgressRecord): AuthResult {
     if (!result.ok) return result;

@@ -7,7 +7,6 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FileStore } from './file-store.js';
 import type { FileStoreOptions } from './file-store.js';
-import { RedisStore } from './redis-store.js';
 import type { RedisStoreOptions } from './redis-store.js';
 import type { StateStore } from './types.js';
 
@@ -41,6 +40,8 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
   // Never echo the URL itself: a redis:// URL may carry a password.
   if (scheme === 'redis' || scheme === 'rediss') {
     if (!URL.canParse(url)) throw new Error(`store URL is not a valid ${scheme}:// URL`);
+    // Loaded only when asked for: the Redis client alone costs ~27 MiB of RSS in every sidecar.
+    const { RedisStore } = await import('./redis-store.js');
     const store = new RedisStore({ now: options.now, ...options.redis, url });
     await store.open();
     return store;
