@@ -29,6 +29,9 @@ import { rejectResponse, rejectSocket } from './reject.js';
 import { INTERCEPTED, startInterception, type InterceptedConnection, type InterceptedSocket } from './intercept.js';
 import { openTunnel } from './tunnel.js';
 import { upstreamErrorReason, type Upstreams } from './upstreams.js';
+import type { Dispatcher } from 'undici';
+
+type DispatchController = Dispatcher.DispatchController;
 
 /** Settings the proxy listener needs (a slice of the server config). */
 export interface ProxySettings {
@@ -336,6 +339,8 @@ export class ProxyServer {
   async #onRequest(req: IncomingMessage, res: ServerResponse, expectContinue: boolean, h2cStripped = false, inner?: InterceptedConnection): Promise<void> {
     const { logger, metrics } = this.#deps;
     const record = this.#record(inner ? 'intercepted' : 'http', req);
+    // An h2c-stripped request was answered on a detached socket: end it after the response.
+    if (h2cStripped) res.once('finish', () => req.socket.end());
     res.once('close', () => {
       // 'close' before the response finished: the client left mid-request (the line is written
       // now, before the forwarding code's own error handling runs).
@@ -370,8 +375,6 @@ export class ProxyServer {
       record.error = 'internal_error';
       if (!res.headersSent) reject('upstream_connect_error');
       else res.destroy();
-    } finally {
-      if (h2cStripped) res.once('finish', () => req.socket.end());
     }
   }
 
@@ -464,45 +467,67 @@ export class ProxyServer {
       // An error on either side (client abort, cap) destroys both, so upstream never completes.
       pipeline(req, body, () => undefined);
     }
-    const abort = new AbortController();
-    res.once('close', () => {
-      if (!res.writableFinished) abort.abort();
-    });
     // While the origin is thinking, the client is legitimately silent: the client socket's idle
     // timer must not fire first, or a stalled origin ends as a dropped connection, not a 504.
     const socket = req.socket;
     const idleMs = socket.timeout;
     socket.setTimeout(0);
-    res.once('close', () => {
-      if (!socket.destroyed) socket.setTimeout(idleMs ?? 0);
-    });
-    let upstream: Awaited<ReturnType<typeof pool.request>>;
-    try {
-      upstream = await pool.request({
-        method: req.method as 'GET',
-        path: target.path + (target.query !== null ? `?${target.query}` : ''),
-        headers,
-        body,
-        signal: abort.signal,
+    // Dispatched with a handler that writes straight into the client response (backpressure via
+    // the controller): no intermediate body stream, no AbortController per request.
+    await new Promise<void>((done) => {
+      let controller: DispatchController | null = null;
+      let started = false;
+      let finished = false;
+      const finish = (): void => {
+        if (finished) return;
+        finished = true;
+        done();
+      };
+      res.once('close', () => {
+        if (!socket.destroyed) socket.setTimeout(idleMs ?? 0);
+        if (!res.writableFinished) controller?.abort(new Error('client closed the connection'));
+        finish();
       });
-    } catch (err) {
-      if (bodyError) return rejectResponse(res, record, bodyError, { close: true });
-      if (res.destroyed || req.destroyed) {
-        record.error = 'client closed the connection';
-        return;
-      }
-      record.error = scrubSecrets(err instanceof Error ? err.message : String(err));
-      return rejectResponse(res, record, upstreamErrorReason(err));
-    }
-    record.status = upstream.statusCode;
-    res.writeHead(upstream.statusCode, clientResponseHeaders(upstream.headers));
-    upstream.body.on('data', (chunk: Buffer) => {
-      record.bytesIn += chunk.length;
-    });
-    upstream.body.pipe(res);
-    upstream.body.once('error', (err) => {
-      record.error = scrubSecrets(err.message);
-      res.destroy();
+      res.on('drain', () => controller?.resume());
+      pool.dispatch(
+        { method: req.method as 'GET', path: target.path + (target.query !== null ? `?${target.query}` : ''), headers, body },
+        {
+          onRequestStart: (c) => {
+            controller = c;
+            if (res.destroyed) c.abort(new Error('client closed the connection'));
+          },
+          onResponseStart: (_c, statusCode, responseHeaders) => {
+            // 1xx informational answers are the proxy's own business (100-continue is answered
+            // by the proxy itself); only the final response goes to the client.
+            if (statusCode < 200) return;
+            started = true;
+            record.status = statusCode;
+            res.writeHead(statusCode, clientResponseHeaders(responseHeaders));
+          },
+          onResponseData: (c, chunk) => {
+            record.bytesIn += chunk.length;
+            if (!res.write(chunk)) c.pause();
+          },
+          onResponseEnd: () => {
+            res.end();
+            finish();
+          },
+          onResponseError: (_c, err) => {
+            if (started) {
+              record.error = scrubSecrets(err.message);
+              res.destroy();
+            } else if (bodyError) {
+              rejectResponse(res, record, bodyError, { close: true });
+            } else if (res.destroyed || req.destroyed) {
+              record.error = 'client closed the connection';
+            } else {
+              record.error = scrubSecrets(err.message);
+              rejectResponse(res, record, upstreamErrorReason(err));
+            }
+            finish();
+          },
+        },
+      );
     });
   }
 
