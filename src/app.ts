@@ -147,7 +147,23 @@ async function assemble(
   sweep.unref();
   // The store is "up" while it is in sync and its cache fresh enough to decide on (SPEC §7).
   const shared = config.store.kind === 'redis' ? (store as RedisStore) : null;
-  const storeUp = (): void => metrics.setStoreUp((shared === null || shared.isUp()) && store.stalenessMs() <= config.store.maxStalenessMs);
+  const storeUp = (): void => {
+    metrics.setStoreUp((shared === null || shared.isUp()) && store.stalenessMs() <= config.store.maxStalenessMs);
+    closeExpired();
+  };
+  // Expiry has no change event: once a second, sessions with open connections that have
+  // expired are closed like revoked ones.
+  const closeExpired = (): void => {
+    const now = Date.now();
+    for (const id of [...registry.openSessionIds()]) {
+      const s = store.getSession(id);
+      if (s?.expiresAt != null && Date.parse(s.expiresAt) <= now && s.revokedAt === null) {
+        const n = registry.closeSession(id, 'session_expired');
+        metrics.sessionRevocations.inc({ scope: 'expired' });
+        logger.info({ sessionId: id, account: s.account, closed: n }, 'session expired');
+      }
+    }
+  };
   storeUp();
   if (shared !== null) {
     shared.on('status', (status: 'up' | 'down') => {

@@ -93,6 +93,11 @@ export class ConnectionRegistry {
     return this.#tunnels;
   }
 
+  /** Sessions with an open connection or tunnel on this replica. */
+  openSessionIds(): IterableIterator<string> {
+    return this.#bySession.keys();
+  }
+
   /** Closes every connection and tunnel of a session; returns how many were closed. */
   closeSession(sessionId: string, reason: string): number {
     let n = 0;

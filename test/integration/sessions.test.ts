@@ -129,6 +129,18 @@ accounts:
     expect((await through('dev-3', keep.token)).status).toBe(200);
   });
 
+  test('an expired session is refused and its open tunnel closed, like a revoked one', async () => {
+    const r = await h.admin('POST', '/v1/accounts/dev-4/sessions', { app: 'short', ttl: '2s' });
+    expect(r.status).toBe(201);
+    const { token } = r.json as { token: string };
+    const tunnel = await openConnect(h.proxyPort, `origin.test:${origin.port}`, { auth: basic('dev-4', token) });
+    expect(tunnel.status).toBe(200);
+    // Expiry has no event: the proxy checks open sessions once a second.
+    expect(await closedWithin(tunnel.socket, 5000)).toBeLessThan(4000);
+    expect((await through('dev-4', token)).headers['x-portcullis-reason']).toBe('session_expired');
+    expect((await list('dev-4', '?all=true'))[0]).toMatchObject({ status: 'expired' });
+  });
+
   describe('SSO (OIDC) sessions', () => {
     test('a JWT signs in: the session is recorded, listed and revocable like any other', async () => {
       const jwt = await issuer.sign({ sub: 'alice', sid: 'sso-1', azp: 'chat-web' });
