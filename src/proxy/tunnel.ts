@@ -121,19 +121,23 @@ export async function openTunnel(o: TunnelOptions): Promise<void> {
   const idle = (): void => close('idle_timeout');
   client.setTimeout(o.idleTimeoutMs, idle);
   upstream.setTimeout(o.idleTimeoutMs, idle);
-  client.on('data', (chunk: Buffer) => {
-    record.bytesOut += chunk.length;
-  });
-
+  // One listener per direction both relays and counts: cheaper per tunnel than pipe() plus a
+  // counting listener (2,000 idle tunnels are a realistic sidecar load).
+  const countOut = (n: number): void => {
+    record.bytesOut += n;
+  };
+  const countIn = (n: number): void => {
+    record.bytesIn += n;
+  };
   const relay = (initial: Buffer): void => {
-    if (initial.length > 0) upstream.write(initial);
+    if (initial.length > 0) {
+      countOut(initial.length);
+      upstream.write(initial);
+    }
     // Upstream is read only from here on: a server that speaks first (SSH, SMTP) keeps its
     // greeting in the socket until there is somewhere to send it.
-    upstream.on('data', (chunk: Buffer) => {
-      record.bytesIn += chunk.length;
-    });
-    client.pipe(upstream);
-    upstream.pipe(client);
+    pump(client, upstream, countOut);
+    pump(upstream, client, countIn);
   };
 
   if (o.upgrade) {
@@ -154,19 +158,14 @@ export async function openTunnel(o: TunnelOptions): Promise<void> {
         return;
       }
       record.finish(logger, metrics);
-      upstream.on('data', (chunk: Buffer) => {
-        record.bytesIn += chunk.length;
-      });
-      client.pipe(upstream);
-      upstream.pipe(client);
+      pump(client, upstream, countOut);
+      pump(upstream, client, countIn);
     });
     return;
   }
 
   client.write(ESTABLISHED);
   record.status = 200;
-  // Bytes counted by the data listener from here on; head was not seen by it.
-  record.bytesOut += o.head.length;
   peekClientHello(client, o.head, o.helloTimeoutMs, (peeked) => {
     if (peeked === null) return close('client sent no TLS ClientHello in time');
     const verdict = judgeSni(peeked.hello, o.target.host, o.lockdown);
@@ -182,6 +181,17 @@ export async function openTunnel(o: TunnelOptions): Promise<void> {
     relay(peeked.buffered);
     client.resume();
   });
+}
+
+/** Relays one direction with backpressure, counting bytes; `end` is passed on (half-close). */
+function pump(from: Socket, to: Socket, count: (bytes: number) => void): void {
+  from.on('data', (chunk: Buffer) => {
+    count(chunk.length);
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on('drain', () => from.resume());
+  from.once('end', () => to.end());
+  from.resume();
 }
 
 /** The verdict on a tunnel's first bytes. */
