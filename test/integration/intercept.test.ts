@@ -125,7 +125,6 @@ accounts:
 
   test("undici's ProxyAgent: allowed and denied requests on one kept-alive tunnel", async () => {
     const connectsBefore = h.logs.egress().filter((l) => l['kind'] === 'connect').length;
-    const closesBefore = h.logs.egress('close').length;
     const agent = new ProxyAgent({ uri: `http://127.0.0.1:${h.proxyPort}`, token: basic(account, token), requestTls: { ca: caPem } });
     try {
       const a = await undiciFetch(`https://api.test:${origin.port}/repos/x`, { dispatcher: agent });
@@ -138,7 +137,11 @@ accounts:
       const c = await undiciFetch(`https://api.test:${origin.port}/repos/y`, { dispatcher: agent });
       expect(c.status).toBe(200);
       await c.text();
-      expect(h.logs.egress('close').length).toBe(closesBefore);
+      // The tunnels this test opened are all still open after the denial (other tests' tunnels
+      // may log their close lines late, so only these are checked).
+      const mine = new Set(h.logs.egress().filter((l) => l['kind'] === 'connect').slice(connectsBefore).map((l) => l['reqId']));
+      expect(mine.size).toBeGreaterThan(0);
+      expect(h.logs.egress('close').filter((l) => mine.has(l['reqId']))).toEqual([]);
     } finally {
       await agent.close();
     }
