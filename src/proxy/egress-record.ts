@@ -69,31 +69,7 @@ export class EgressRecord {
     if (this.#finished) return;
     this.#finished = true;
     const durationMs = Math.round((performance.now() - this.startedAt) * 1000) / 1000;
-    logger.info(
-      egressLine({
-        reqId: this.reqId,
-        account: this.account,
-        sessionId: this.sessionId,
-        kind: this.kind,
-        method: this.method,
-        host: this.host,
-        port: this.port,
-        path: this.path,
-        queryLength: this.queryLength,
-        decision: this.decision,
-        reason: this.reason,
-        wouldDeny: this.wouldDeny,
-        destination: this.destination,
-        lockdown: this.lockdown,
-        resolvedIp: this.resolvedIp,
-        status: this.status,
-        bytesOut: this.bytesOut,
-        bytesIn: this.bytesIn,
-        durationMs,
-        error: this.error,
-      }),
-      EGRESS_MSG,
-    );
+    logger.info(this.#line(durationMs), EGRESS_MSG);
     metrics.requests.inc({ kind: this.kind, decision: this.decision, reason: this.reason });
     metrics.requestDuration.observe({ kind: this.kind }, durationMs / 1000);
     if (this.decision === 'error') metrics.upstreamErrors.inc({ kind: this.kind, error: this.reason as UpstreamError });
@@ -109,26 +85,37 @@ export class EgressRecord {
   /** The tunnel's close line: bytes and lifetime, `phase: "close"`. */
   logClose(logger: Logger, metrics: Metrics, reason?: Reason): void {
     this.countBytes(metrics);
-    logger.info(
-      egressLine({
-        reqId: this.reqId,
-        account: this.account,
-        sessionId: this.sessionId,
-        kind: this.kind,
-        method: this.method,
-        host: this.host,
-        port: this.port,
-        decision: this.decision,
-        reason: reason ?? this.reason,
-        destination: this.destination,
-        resolvedIp: this.resolvedIp,
-        bytesOut: this.bytesOut,
-        bytesIn: this.bytesIn,
-        durationMs: Math.round(performance.now() - this.startedAt),
-        error: this.error,
-        phase: 'close',
-      }),
-      EGRESS_MSG,
-    );
+    logger.info(this.#line(Math.round(performance.now() - this.startedAt), reason ?? this.reason), EGRESS_MSG);
+  }
+
+  /**
+   * The canonical line. The decision line carries everything; a tunnel's close line (`closeReason`
+   * given) carries identity, outcome, bytes and lifetime only.
+   */
+  #line(durationMs: number, closeReason?: Reason): Record<string, unknown> {
+    const close = closeReason !== undefined;
+    return egressLine({
+      reqId: this.reqId,
+      account: this.account,
+      sessionId: this.sessionId,
+      kind: this.kind,
+      method: this.method,
+      host: this.host,
+      port: this.port,
+      path: close ? undefined : this.path,
+      queryLength: close ? undefined : this.queryLength,
+      decision: this.decision,
+      reason: closeReason ?? this.reason,
+      wouldDeny: close ? undefined : this.wouldDeny,
+      destination: this.destination,
+      lockdown: close ? undefined : this.lockdown,
+      resolvedIp: this.resolvedIp,
+      status: close ? undefined : this.status,
+      bytesOut: this.bytesOut,
+      bytesIn: this.bytesIn,
+      durationMs,
+      error: this.error,
+      phase: close ? 'close' : undefined,
+    });
   }
 }

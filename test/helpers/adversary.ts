@@ -230,8 +230,8 @@ export interface Trap {
   close(): Promise<void>;
 }
 
-/** Listens on `host:port`; answers anything with a 200 so that a leak would look like success. */
-export async function startTrap(host: string, port: number): Promise<Trap> {
+/** A TCP server whose Trap counts connections and closes every socket on close(). */
+function countingServer(host: string, port: number): { server: net.Server; trap: Trap } {
   const sockets = new Set<net.Socket>();
   const server = net.createServer();
   const trap: Trap = {
@@ -250,6 +250,14 @@ export async function startTrap(host: string, port: number): Promise<Trap> {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
     s.on('error', () => undefined);
+  });
+  return { server, trap };
+}
+
+/** Listens on `host:port`; answers anything with a 200 so that a leak would look like success. */
+export async function startTrap(host: string, port: number): Promise<Trap> {
+  const { server, trap } = countingServer(host, port);
+  server.on('connection', (s) => {
     s.on('data', (c: Buffer) => {
       trap.bytes += c.length;
       s.end('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\nconnection: close\r\n\r\nLEAKED');
@@ -365,24 +373,8 @@ export async function startRecordingOrigin(host: string, port = 0, o: { tls?: { 
 
 /** A raw TCP origin that answers every connection with fixed bytes (for malformed upstream responses). */
 export async function startRawOrigin(answer: (firstBytes: Buffer) => string | Buffer, host = '127.0.0.1'): Promise<Trap> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer();
-  const t: Trap = {
-    host,
-    port: 0,
-    connections: 0,
-    bytes: 0,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
+  const { server, trap: t } = countingServer(host, 0);
   server.on('connection', (s) => {
-    t.connections++;
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => undefined);
     let answered = false;
     s.on('data', (c: Buffer) => {
       t.bytes += c.length;
