@@ -3,7 +3,7 @@
  * in O(1); the secret (43 base64url chars, 256 random bits) proves possession and is stored
  * only as its sha256. Neither tokens nor secrets belong in logs or error messages.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /** Prefix that marks a Portcullis session token (and lets secret scanners recognize leaks). */
 export const TOKEN_PREFIX = 'pcs_';
@@ -25,7 +25,7 @@ export function isSessionId(id: string): boolean {
 
 /** sha256 of a token's secret part, lowercase hex: what the store keeps instead of the token. */
 export function hashSecret(secret: string): string {
-  return createHash('sha256').update(secret, 'utf8').digest('hex');
+  return hash('sha256', secret, 'hex');
 }
 
 /** A fresh session id and token; the token is shown once and only `secretHash` is stored. */
@@ -46,11 +46,13 @@ export function parseSessionToken(token: string): { id: string; secret: string }
 }
 
 /**
- * Constant-time check of a secret against a stored hash. Both sides are hashed (again) first so
- * the buffers always have equal length and the comparison time says nothing about either input.
+ * Constant-time check of a secret against a stored hash (64 hex digits). The comparison runs
+ * over two 32-byte digests whatever the secret, so its time says nothing about either side; a
+ * stored value that is not a sha256 digest matches nothing.
  */
 export function verifySecret(secret: string, expectedHash: string): boolean {
-  const actual = createHash('sha256').update(hashSecret(secret), 'utf8').digest();
-  const expected = createHash('sha256').update(expectedHash, 'utf8').digest();
+  const expected = Buffer.from(expectedHash, 'hex');
+  const actual = hash('sha256', secret, 'buffer');
+  if (expected.length !== actual.length || expectedHash.length !== 2 * actual.length) return false;
   return timingSafeEqual(actual, expected);
 }

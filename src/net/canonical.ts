@@ -155,19 +155,27 @@ function canonicalName(raw: string): CanonicalHost {
   return { host: name, hostKind: 'name' };
 }
 
-/** Canonicalizes a bare host, a [bracketed] IPv6 literal or an unbracketed IPv6; throws CanonicalError. */
-export function canonicalizeHost(raw: string): CanonicalHost {
-  // The same few hosts arrive on every request: remember answers (and only successes).
-  const hit = HOST_MEMO.get(raw);
-  if (hit !== undefined) return hit;
-  const host = canonicalizeUncached(raw);
-  if (HOST_MEMO.size >= HOST_MEMO_MAX) HOST_MEMO.clear();
-  HOST_MEMO.set(raw, host);
-  return host;
+/**
+ * A bounded memo of a pure parser's successes (failures throw again each time, so hostile
+ * input cannot fill it). The same few hosts and URLs arrive on every request of a keep-alive
+ * connection. Keys longer than `maxKeyLength` are never kept; a full memo starts over.
+ */
+function boundedMemo<T>(parse: (raw: string) => T, maxEntries: number, maxKeyLength: number): (raw: string) => T {
+  const memo = new Map<string, T>();
+  return (raw) => {
+    const hit = memo.get(raw);
+    if (hit !== undefined) return hit;
+    const value = parse(raw);
+    if (raw.length <= maxKeyLength) {
+      if (memo.size >= maxEntries) memo.clear();
+      memo.set(raw, value);
+    }
+    return value;
+  };
 }
 
-const HOST_MEMO = new Map<string, CanonicalHost>();
-const HOST_MEMO_MAX = 10_000;
+/** Canonicalizes a bare host, a [bracketed] IPv6 literal or an unbracketed IPv6; throws CanonicalError. */
+export const canonicalizeHost: (raw: string) => CanonicalHost = boundedMemo(canonicalizeUncached, 10_000, 1024);
 
 function canonicalizeUncached(raw: string): CanonicalHost {
   checkRawHost(raw);
@@ -290,7 +298,9 @@ function pathAndQuery(scheme: string, authority: string, rest: string): { path: 
 }
 
 /** Parses an absolute-form request target ("http://Example.COM.:8080/a/../b?x=1"); throws CanonicalError. */
-export function parseAbsoluteUrl(raw: string): CanonicalTarget {
+export const parseAbsoluteUrl: (raw: string) => CanonicalTarget = boundedMemo(parseAbsoluteUncached, 4096, 1024);
+
+function parseAbsoluteUncached(raw: string): CanonicalTarget {
   if (TARGET_CONTROL.test(raw)) throw new CanonicalError('control character in URL');
   if (TARGET_SPACE.test(raw)) throw new CanonicalError('whitespace in URL');
   if (raw.includes('#')) throw new CanonicalError('fragment is not allowed in a request target');

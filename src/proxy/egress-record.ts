@@ -5,7 +5,8 @@
 import type { Logger } from 'pino';
 import type { Decision } from '../policy/decide.js';
 import { REASONS, type Reason } from '../reasons.js';
-import { egressLine, EGRESS_MSG, type EgressDecision, type EgressKind } from '../observability/log-fields.js';
+import { egressLine, type EgressDecision, type EgressKind } from '../observability/log-fields.js';
+import { logEgress } from '../observability/logger.js';
 import type { Metrics, UpstreamError } from '../observability/metrics.js';
 
 let counter = 0;
@@ -69,7 +70,7 @@ export class EgressRecord {
     if (this.#finished) return;
     this.#finished = true;
     const durationMs = Math.round((performance.now() - this.startedAt) * 1000) / 1000;
-    logger.info(this.#line(durationMs), EGRESS_MSG);
+    logEgress(logger, this.#line(durationMs));
     metrics.requests.inc({ kind: this.kind, decision: this.decision, reason: this.reason });
     metrics.requestDuration.observe({ kind: this.kind }, durationMs / 1000);
     if (this.decision === 'error') metrics.upstreamErrors.inc({ kind: this.kind, error: this.reason as UpstreamError });
@@ -85,7 +86,7 @@ export class EgressRecord {
   /** The tunnel's close line: bytes and lifetime, `phase: "close"`. */
   logClose(logger: Logger, metrics: Metrics, reason?: Reason): void {
     this.countBytes(metrics);
-    logger.info(this.#line(Math.round(performance.now() - this.startedAt), reason ?? this.reason), EGRESS_MSG);
+    logEgress(logger, this.#line(Math.round(performance.now() - this.startedAt), reason ?? this.reason));
   }
 
   /**

@@ -506,7 +506,8 @@ export class ProxyServer {
           },
           onResponseData: (c, chunk) => {
             record.bytesIn += chunk.length;
-            if (!res.write(chunk)) c.pause();
+            // As in tunnels: pause only while bytes are really queued, not for every big chunk.
+            if (!res.write(chunk) && res.writableLength > 0) c.pause();
           },
           onResponseEnd: () => {
             res.end();

@@ -187,7 +187,10 @@ export async function openTunnel(o: TunnelOptions): Promise<void> {
 function pump(from: Socket, to: Socket, count: (bytes: number) => void): void {
   from.on('data', (chunk: Buffer) => {
     count(chunk.length);
-    if (!to.write(chunk)) from.pause();
+    // write() answers false for every chunk over the 16 KiB mark, even one the kernel took
+    // whole at once; pausing then would cost a read stop and restart per 64 KiB read. Pause
+    // only while bytes are really queued ('drain' follows every false answer).
+    if (!to.write(chunk) && to.writableLength > 0) from.pause();
   });
   to.on('drain', () => from.resume());
   from.once('end', () => to.end());

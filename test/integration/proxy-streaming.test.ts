@@ -18,6 +18,8 @@ interface Counted {
   bytes: number;
   complete: boolean;
   aborted: boolean;
+  /** Response bytes the origin has handed to its socket (it waits for 'drain' like any good server). */
+  sent: number;
 }
 
 /** An origin that counts request bytes without keeping them, and streams downloads of any size. */
@@ -30,7 +32,7 @@ interface CountingOrigin {
 async function startCountingOrigin(): Promise<CountingOrigin> {
   const seen: Counted[] = [];
   const server = http.createServer((req: IncomingMessage, res: ServerResponse) => {
-    const c: Counted = { url: req.url ?? '', bytes: 0, complete: false, aborted: false };
+    const c: Counted = { url: req.url ?? '', bytes: 0, complete: false, aborted: false, sent: 0 };
     seen.push(c);
     req.on('data', (chunk: Buffer) => (c.bytes += chunk.length));
     req.on('aborted', () => (c.aborted = true));
@@ -48,6 +50,7 @@ async function startCountingOrigin(): Promise<CountingOrigin> {
         while (sent < size) {
           const n = Math.min(CHUNK.length, size - sent);
           sent += n;
+          c.sent = sent;
           if (!res.write(n === CHUNK.length ? CHUNK : CHUNK.subarray(0, n))) return void res.once('drain', pump);
         }
         res.end();
@@ -197,6 +200,39 @@ describe('large bodies stream through', () => {
     expect(mem.growth, `rss ${JSON.stringify(mem)}`).toBeLessThan(80 * MB);
     await waitFor(() => h.logs.egress().some((l) => l['path'] === '/download'), 2000, 'download line');
     expect(h.logs.egress().find((l) => l['path'] === '/download')).toMatchObject({ decision: 'allow', status: 200, bytesIn: total });
+  });
+
+  // A client that stops reading must hold the origin back through the proxy: the origin can get
+  // ahead only by what the kernel's socket buffers take (a few MB on loopback), never by the
+  // whole body buffered in the proxy.
+  const SLOW_READER_BODY = 512 * MB;
+  const stalledOriginBytes = async (path: string, open: (s: net.Socket) => void): Promise<number> => {
+    const s = net.connect(h.proxyPort, '127.0.0.1');
+    s.on('error', () => undefined);
+    await new Promise((r) => s.once('connect', r));
+    open(s);
+    await waitFor(() => (origin.seen.find((c) => c.url.startsWith(path))?.sent ?? 0) > 0, 3000, 'origin to start sending');
+    // The client reads nothing: let the origin run into the proxy's backpressure.
+    s.pause();
+    await new Promise((r) => setTimeout(r, 1500));
+    const sent = origin.seen.find((c) => c.url.startsWith(path))!.sent;
+    s.destroy();
+    return sent;
+  };
+
+  test('a client that stops reading a response holds the origin back', async () => {
+    const url = `http://stream.test:${origin.port}/slow-reader-http?size=${SLOW_READER_BODY}`;
+    const sent = await stalledOriginBytes('/slow-reader-http', (s) => s.write(head('GET', url, auth, '')));
+    expect(sent).toBeLessThan(64 * MB);
+  });
+
+  test('a client that stops reading a tunnel holds the origin back', async () => {
+    const sent = await stalledOriginBytes('/slow-reader-tunnel', (s) => {
+      // Plain HTTP inside the tunnel: not TLS, which is allowed (and noted) outside lockdown.
+      s.write(`CONNECT stream.test:${origin.port} HTTP/1.1\r\nHost: stream.test:${origin.port}\r\nProxy-Authorization: ${auth}\r\n\r\n`);
+      s.write(`GET /slow-reader-tunnel?size=${SLOW_READER_BODY} HTTP/1.1\r\nHost: stream.test\r\n\r\n`);
+    });
+    expect(sent).toBeLessThan(64 * MB);
   });
 
   test.each([1, 175, 5000, 60_000])('a %i-byte body sent in the same write as the headers reaches upstream whole', async (size) => {

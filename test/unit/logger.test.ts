@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import { afterAll, describe, expect, test } from 'vitest';
 import { EGRESS_FIELDS, EGRESS_MSG, egressLine } from '../../src/observability/log-fields.js';
 import type { EgressFields } from '../../src/observability/log-fields.js';
-import { createLogger, flushLogger, REDACTED, scrubSecrets } from '../../src/observability/logger.js';
+import { createLogger, flushLogger, logEgress, REDACTED, scrubSecrets } from '../../src/observability/logger.js';
 import type { Logger } from '../../src/observability/logger.js';
 
 /** A logger writing into memory; lines() parses every JSON line. */
@@ -79,6 +79,10 @@ const SECRET_SHAPES: readonly LogRow[] = [
   ['child_message', (l) => l.child({ reqId: 'r' }).info(`token ${PCS_TOKEN}`)],
   ['egress_error_field', (l) => l.info(egressLine({ reqId: 'r', kind: 'http', decision: 'error', reason: 'upstream_connect_error', error: `Bearer ${SECRET}` }), EGRESS_MSG)],
   ['egress_path_query', (l) => l.info(egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted', path: `/v1?key=${SECRET}` }), EGRESS_MSG)],
+  // The proxy writes its egress lines with logEgress, past pino's hooks: the same guarantees.
+  ['logEgress_error_field', (l) => logEgress(l, egressLine({ reqId: 'r', kind: 'connect', decision: 'error', reason: 'upstream_connect_error', error: `connect http://a:${SECRET}@x failed: Basic ${SECRET}` }))],
+  ['logEgress_jwt_error', (l) => logEgress(l, egressLine({ reqId: 'r', kind: 'http', decision: 'error', reason: 'upstream_tls_error', error: `${JWT} / ${PCS_TOKEN}` }))],
+  ['logEgress_path_query', (l) => logEgress(l, egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted', path: `/v1?key=${SECRET}` }))],
 ];
 
 describe('redaction', () => {
@@ -239,6 +243,47 @@ describe('egressLine', () => {
     const { logger, lines } = capture();
     logger.info(egressLine({ reqId: 'r', kind: 'connect', decision: 'allow', reason: 'allowlisted', host: 'github.com', port: 443, phase: 'close', bytesIn: 5, bytesOut: 6, durationMs: 7 }), EGRESS_MSG);
     expect(lines()[0]).toMatchObject({ msg: 'egress', reqId: 'r', host: 'github.com', phase: 'close', bytesIn: 5, bytesOut: 6, durationMs: 7 });
+  });
+});
+
+describe('logEgress', () => {
+  // Lines with every field kind: strings needing escapes, numbers, booleans, a close line.
+  const LINES: ReadonlyArray<EgressFields> = [
+    { reqId: 'r-1', kind: 'http', decision: 'allow', reason: 'allowlisted', account: 'ci', method: 'GET', host: 'a.example', port: 80, path: '/q"\\\u0001\u2028é', status: 200, bytesOut: 0, bytesIn: 12, durationMs: 0.125, lockdown: false },
+    { reqId: 'r-2', kind: 'connect', decision: 'deny', reason: 'sni_mismatch', host: 'b.example', port: 443, error: 'sni says c.example' },
+    { reqId: 'r-3', kind: 'connect', decision: 'allow', reason: 'allowlisted', bytesIn: 5, bytesOut: 6, durationMs: 7, phase: 'close' },
+  ];
+  // Both writes land in the same millisecond unless the clock ticks in between; then only the
+  // time differs, and the pair is written again.
+  const pinoAndFast = (fields: EgressFields): [string, string] => {
+    const sink = (into: string[]): Writable => new Writable({ write: (c: Buffer | string, _e, cb) => (into.push(String(c)), cb()) });
+    const viaPino: string[] = [];
+    const fast: string[] = [];
+    const base = { replica: 'r1' };
+    const pinoLogger = createLogger({ level: 'info', destination: sink(viaPino), base });
+    const fastLogger = createLogger({ level: 'info', destination: sink(fast), base });
+    pinoLogger.info(egressLine(fields), EGRESS_MSG);
+    logEgress(fastLogger, egressLine(fields));
+    return [viaPino.join(''), fast.join('')];
+  };
+
+  test.each(LINES.map((l) => [l.reqId, l] as const))('%s: the same bytes pino writes for logger.info(line, "egress")', (_id, fields) => {
+    let pair = pinoAndFast(fields);
+    for (let i = 0; i < 5 && pair[0] !== pair[1]; i++) pair = pinoAndFast(fields);
+    expect(pair[1]).toBe(pair[0]);
+    expect(pair[1].endsWith('"msg":"egress"}\n')).toBe(true);
+  });
+
+  test('child bindings come out as on any other line', () => {
+    const { logger, lines } = capture('info');
+    logEgress(logger.child({ replica: 'b' }), egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted' }));
+    expect(Object.keys(lines()[0] ?? {})).toEqual(['level', 'time', 'name', 'replica', 'reqId', 'kind', 'decision', 'reason', 'msg']);
+  });
+
+  test('below info nothing is written', () => {
+    const { logger, raw } = capture('warn');
+    logEgress(logger, egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted' }));
+    expect(raw()).toBe('');
   });
 });
 

@@ -117,6 +117,15 @@ describe('hashSecret and verifySecret', () => {
     expect(verifySecret(secret, secret)).toBe(false);
   });
 
+  test('a stored value that is not a sha256 hex digest matches nothing', () => {
+    const h = hashSecret('s');
+    expect(verifySecret('s', h)).toBe(true);
+    // Hex decoding stops at the first bad digit; a half-decoded prefix must not match.
+    expect(verifySecret('s', `${h.slice(0, 62)}zz`)).toBe(false);
+    expect(verifySecret('s', `${h}00`)).toBe(false);
+    expect(verifySecret('s', h.slice(0, 62))).toBe(false);
+  });
+
   test('never_throws_on_mismatched_lengths', () => {
     fc.assert(
       fc.property(fc.string(), fc.string(), (secret, expected) => {
