@@ -1,4 +1,5 @@
-// Benchmark: Portcullis side by side with no proxy (direct), squid and tinyproxy, in one run,
+// Benchmark: Portcullis side by side with no proxy (direct), squid, tinyproxy and node-floor (the
+// thinnest Node forwarding proxy, bench/peers/node-floor.mjs: what Node itself costs), in one run,
 // on loopback. Workloads are interleaved in short rounds (the target order rotates every round)
 // so machine drift hits every target alike; figures are medians with min–max. Numbers only:
 // nothing here passes or fails.
@@ -17,7 +18,7 @@
 // Portcullis runs as `node dist/cli.js serve` (file store, a policy of 300 destinations plus the
 // origin's test name, a session from the admin API, info logs to a file). It resolves the name
 // through a bench DNS server (→ 127.0.0.1, allowPrivate on that destination); squid gets the same
-// name from a hosts_file; tinyproxy, which only reads /etc/hosts, is given 127.0.0.1.
+// name from a hosts_file; tinyproxy, which only reads /etc/hosts, and node-floor are given 127.0.0.1.
 // Tunnel end points (TLS origin, CONNECT+handshake client, bulk source and sink) are C
 // (bench/lib/tlsload.c, built at run time with cc and OpenSSL) so that Node's TLS cost does not
 // cap the figures; without a compiler the bench falls back to Node end points and says so.
@@ -37,6 +38,8 @@ import { runWrk } from './lib/wrk.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MiB = 1024 * 1024;
+/** Targets that are Node processes: their RSS is also read after a full GC (inspector). */
+const NODE_TARGETS = new Set(['portcullis', 'node-floor']);
 
 /** Every option with its default. Durations are seconds unless the name says ms. */
 export const PROXY_DEFAULTS = Object.freeze({
@@ -52,7 +55,7 @@ export const PROXY_DEFAULTS = Object.freeze({
   keepAliveConnections: [1, 32],
   /** Concurrent connections of the new-connection run and loops of the CONNECT run. */
   concurrency: 32,
-  targets: ['direct', 'squid', 'tinyproxy', 'portcullis'],
+  targets: ['direct', 'squid', 'tinyproxy', 'node-floor', 'portcullis'],
   workloads: ['ka1', 'ka32', 'newconn', 'connect', 'bulk', 'rss'],
   /** Portcullis entry point and extra node flags (e.g. --cpu-prof). */
   portcullisCli: path.join(HERE, '..', 'dist', 'cli.js'),
@@ -106,12 +109,13 @@ function roundWorkloads(o, env) {
 
 /**
  * RSS idle (after a warm-up), at half and at all of `count` idle tunnels, and after closing them.
- * For Portcullis (Node) also RSS and live heap after a full GC at idle and with all tunnels: a
- * Node process keeps freed heap committed, and 2,000 tunnels can fit in that slack unseen.
+ * For the Node targets (Portcullis, node-floor) also RSS and live heap after a full GC at idle and
+ * with all tunnels: a Node process keeps freed heap committed, and 2,000 tunnels can fit in that
+ * slack unseen.
  */
 async function measureRss(t, o, env, workloads) {
   const heap = async () => (t.heap ? await t.heap() : null);
-  const inspector = t.name === 'portcullis' ? await attachInspector(t.process).catch(() => null) : null;
+  const inspector = NODE_TARGETS.has(t.name) ? await attachInspector(t.process).catch(() => null) : null;
   const afterGc = async () => {
     if (inspector === null) return null;
     await inspector.gc();
@@ -311,8 +315,9 @@ export async function benchProxy(options = {}) {
     if (o.workloads.includes('rss')) {
       for (const t0 of targets) {
         if (t0.pid === null) continue;
-        // Portcullis' inspector port is only opened (by SIGUSR1) for the after-GC figures.
-        const extra = t0.name === 'portcullis' ? { nodeArgs: [...o.portcullisNodeArgs, '--inspect-port=127.0.0.1:0'] } : {};
+        // A Node target's inspector port is only opened (by SIGUSR1) for the after-GC figures.
+        const inspect = '--inspect-port=127.0.0.1:0';
+        const extra = t0.name === 'portcullis' ? { nodeArgs: [...o.portcullisNodeArgs, inspect] } : t0.name === 'node-floor' ? { nodeArgs: [inspect] } : {};
         const t = await env.startTarget(t0.name, `${t0.name}-rss`, extra);
         if (t.skipped) {
           results.rss[t0.name] = { skipped: t.skipped };
@@ -346,7 +351,7 @@ const HEADLINES = [
 
 function ratios(results) {
   const out = {};
-  for (const other of ['squid', 'direct', 'tinyproxy']) {
+  for (const other of ['squid', 'direct', 'node-floor', 'tinyproxy']) {
     if (!results.targets.includes('portcullis') || !results.targets.includes(other)) continue;
     const r = {};
     for (const [w, k] of HEADLINES) {
@@ -354,9 +359,9 @@ function ratios(results) {
       const b = results.workloads[w]?.perTarget[other]?.[k]?.median;
       if (a !== undefined && b !== undefined) r[`${w}.${k}`] = a / b;
     }
-    // Portcullis' RSS after a full GC: its plain RSS delta hides tunnels in heap slack.
+    // RSS after a full GC for the Node targets: their plain RSS delta hides tunnels in heap slack.
     const pa = results.rss.portcullis?.gcRssPerTunnelKiB ?? results.rss.portcullis?.perTunnelKiB;
-    const pb = results.rss[other]?.perTunnelKiB;
+    const pb = results.rss[other]?.gcRssPerTunnelKiB ?? results.rss[other]?.perTunnelKiB;
     if (pa !== undefined && pb !== undefined) r['rss.perTunnelKiB'] = pa / pb;
     out[`portcullis/${other}`] = r;
   }

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSelfSignedCert } from './cert.mjs';
 import { startDnsServer } from './dns-server.mjs';
-import { directTarget, startPortcullis, startSquid, startTinyproxy } from './targets.mjs';
+import { directTarget, startNodeFloor, startPortcullis, startSquid, startTinyproxy } from './targets.mjs';
 import { buildTlsload, startTlsloadServer, tlsloadBulk, tlsloadTunnelRate } from './tlsload.mjs';
 import { bulkThroughTunnel, captureClientHello, openIdleTunnels, tunnelSetupRate } from './tunnels.mjs';
 
@@ -105,6 +105,7 @@ export async function startBenchEnv(o) {
       if (name === 'direct') t = directTarget();
       else if (name === 'squid') t = await startSquid(dir, ORIGIN_HOST, instance);
       else if (name === 'tinyproxy') t = await startTinyproxy(dir, instance);
+      else if (name === 'node-floor') t = await startNodeFloor(dir, { instance, nodeArgs: extra.nodeArgs ?? [] });
       else if (name === 'portcullis')
         t = await startPortcullis(dir, { originHost: ORIGIN_HOST, originPorts, dns: dns.server, cli: o.portcullisCli, nodeArgs: o.portcullisNodeArgs ?? [], instance, ...extra });
       else throw new Error(`unknown target ${name}`);

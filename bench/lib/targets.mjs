@@ -1,6 +1,7 @@
 // The proxies under test, each started as its own process on a free loopback port with a
-// temporary config, and stopped by the bench: squid, tinyproxy and Portcullis. "direct" is the
-// no-proxy baseline. Every target has the same shape:
+// temporary config, and stopped by the bench: squid, tinyproxy, node-floor (the thinnest Node
+// proxy, bench/peers/node-floor.mjs) and Portcullis. "direct" is the no-proxy baseline. Every
+// target has the same shape:
 //   { name, pid, port, host, auth, stop() }
 // `host` is how requests through it name the origin; `auth` the Proxy-Authorization value.
 import { execFileSync } from 'node:child_process';
@@ -73,6 +74,67 @@ export async function startTinyproxy(dir, instance = 'tinyproxy') {
     return { skipped: `tinyproxy did not start: ${err.message}; ${p.stderr.trim().split('\n').slice(-3).join(' | ')}` };
   }
   return { name: 'tinyproxy', pid: p.pid, port, host: '127.0.0.1', auth: null, version: version(bin, ['-v']), logFile: path.join(d, 'tinyproxy.log'), stop: () => p.stop(10_000) };
+}
+
+/**
+ * `node bench/peers/node-floor.mjs`: a bare Node forwarding proxy (undici pools, net tunnels, no
+ * policy, auth, logs or metrics), the floor under Portcullis' costs. Given 127.0.0.1 as the
+ * origin's host (no DNS). `nodeArgs` go before the script (e.g. --inspect-port for the RSS
+ * figures after a full GC). { skipped } when it cannot start.
+ */
+export async function startNodeFloor(dir, { nodeArgs = [], instance = 'node-floor' } = {}) {
+  const d = path.join(dir, instance);
+  mkdirSync(d, { recursive: true });
+  // stdin stays open: the script exits when it closes (the bench died) or on SIGTERM (stop()).
+  const p = startProcess(process.execPath, [...nodeArgs, path.join(PEERS, 'node-floor.mjs')], { stdio: ['pipe', 'pipe', 'pipe'], cwd: d });
+  let banner;
+  try {
+    banner = await firstLine(p.child.stdout, 10_000);
+  } catch (err) {
+    await p.stop(2000);
+    return { skipped: `node-floor did not start: ${err.message}; ${p.stderr.trim().split('\n').slice(-3).join(' | ')}` };
+  }
+  return {
+    name: 'node-floor',
+    pid: p.pid,
+    port: banner.port,
+    host: '127.0.0.1',
+    auth: null,
+    version: `node ${banner.node}, undici ${banner.undici}`,
+    process: p,
+    stop: () => p.stop(5000),
+  };
+}
+
+/** The first line of `stream`, parsed as JSON; rejects when the stream ends first or after `timeoutMs`. */
+function firstLine(stream, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => done(new Error(`no port line after ${timeoutMs} ms`)), timeoutMs);
+    const onData = (chunk) => {
+      out += chunk;
+      const nl = out.indexOf('\n');
+      if (nl < 0) return;
+      try {
+        done(null, JSON.parse(out.slice(0, nl)));
+      } catch (err) {
+        done(err);
+      }
+    };
+    const onEnd = () => done(new Error('the process exited before printing its port'));
+    function done(err, value) {
+      clearTimeout(timer);
+      stream.removeListener('data', onData);
+      stream.removeListener('end', onEnd);
+      // Nothing more is printed; keep the pipe drained all the same.
+      stream.resume();
+      if (err) reject(err);
+      else resolve(value);
+    }
+    stream.setEncoding('utf8');
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+  });
 }
 
 function version(bin, args) {
