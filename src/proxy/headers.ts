@@ -59,12 +59,14 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], hostHeader
 
 /** Response headers for the client: no hop-by-hop headers and no forged X-Portcullis-*. */
 export function clientResponseHeaders(headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
-  const named = new Set(connectionTokens(headers['connection']));
+  const connection = headers['connection'];
+  const named = connection === undefined ? null : new Set(connectionTokens(connection));
   const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name in headers) {
+    const value = headers[name];
     if (value === undefined) continue;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || named.has(lower) || lower.startsWith('x-portcullis-')) continue;
+    if (HOP_BY_HOP.has(lower) || named?.has(lower) === true || lower.startsWith('x-portcullis-')) continue;
     out[lower] = value;
   }
   return out;

@@ -168,7 +168,6 @@ export class ProxyServer {
     // With TLS, 'connection' sees the raw TCP socket; count it here either way.
     this.#sockets.add(socket);
     this.#deps.metrics.activeConnections.inc();
-    socket.setNoDelay(true);
     socket.once('close', () => {
       this.#sockets.delete(socket);
       this.#deps.metrics.activeConnections.dec();

@@ -220,7 +220,21 @@ export class MemoryCache implements CacheReader {
 
   /** An account's state; unknown accounts read as all-off. */
   getAccount(account: string): AccountState {
-    return this.#accounts.get(account) ?? defaultAccountState(account);
+    return this.#accounts.get(account) ?? this.#defaultFor(account);
+  }
+
+  // Accounts without recorded state are read on every request: one frozen default each, kept
+  // (bounded) instead of built per read.
+  readonly #defaults = new Map<string, AccountState>();
+
+  #defaultFor(account: string): AccountState {
+    let state = this.#defaults.get(account);
+    if (state === undefined) {
+      if (this.#defaults.size >= 10_000) this.#defaults.clear();
+      state = defaultAccountState(account);
+      this.#defaults.set(account, state);
+    }
+    return state;
   }
 
   /** Every account with state recorded, by name. */

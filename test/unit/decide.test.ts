@@ -280,3 +280,54 @@ describe('matching cost does not depend on rule count', () => {
     expect(decide(connectInput({ host: 'host123.example.com' }), big).reason).toBe('not_allowlisted');
   });
 });
+
+describe('several destinations naming one host', () => {
+  // Three destinations name shared.example.com; a wildcard one names it too. Accounts list them
+  // in different orders: the account's own order decides, never the policy file's.
+  const shared = compileYaml(`
+version: 1
+destinations:
+  read:
+    hosts: [shared.example.com]
+    methods: [GET]
+  write:
+    hosts: [shared.example.com]
+    methods: [POST]
+    paths: ["/upload/**"]
+  any:
+    hosts: ["*.example.com"]
+  filler-1:
+    hosts: [a.test]
+  filler-2:
+    hosts: [b.test]
+accounts:
+  - match: "writer-first"
+    allow: [filler-1, write, filler-2, read, any]
+  - match: "read-first"
+    allow: [read, filler-1, write]
+  - match: "wild-first"
+    allow: [any, read, write]
+  - match: "write-only"
+    allow: [filler-2, write]
+`);
+  const at = (account: string, method: string, path = '/x'): { verdict: string; reason: string; destination: string | null } => {
+    const d = decide(httpInput({ account, host: 'shared.example.com', method, path }), shared);
+    return { verdict: d.verdict, reason: d.reason, destination: d.destination };
+  };
+
+  test('the first destination in the account allow list that allows the request wins', () => {
+    expect(at('writer-first', 'POST', '/upload/a')).toEqual({ verdict: 'allow', reason: 'allowlisted', destination: 'write' });
+    expect(at('writer-first', 'GET')).toEqual({ verdict: 'allow', reason: 'allowlisted', destination: 'read' });
+    expect(at('read-first', 'GET')).toEqual({ verdict: 'allow', reason: 'allowlisted', destination: 'read' });
+    expect(at('wild-first', 'GET')).toEqual({ verdict: 'allow', reason: 'allowlisted', destination: 'any' });
+    // writer-first lists `any` last: a DELETE fails write and read and is allowed by any.
+    expect(at('writer-first', 'DELETE')).toEqual({ verdict: 'allow', reason: 'allowlisted', destination: 'any' });
+  });
+
+  test('when none allows, the reason that got furthest is given, with its destination', () => {
+    // read-first: read says method_not_allowed, write gets past the method and fails the path.
+    expect(at('read-first', 'POST', '/elsewhere')).toEqual({ verdict: 'deny', reason: 'path_not_allowed', destination: 'write' });
+    expect(at('read-first', 'DELETE')).toMatchObject({ verdict: 'deny', reason: 'method_not_allowed' });
+    expect(at('write-only', 'GET')).toEqual({ verdict: 'deny', reason: 'method_not_allowed', destination: 'write' });
+  });
+});

@@ -301,6 +301,39 @@ describe('flushLogger', () => {
     expect(lines.map((l) => l['msg'])).toEqual(['one', 'two']);
   });
 
+  test('many lines across several batches, multi-byte text and egress lines, arrive whole and in order', async () => {
+    const file = join(dir, 'logs', 'batches.log');
+    const logger = createLogger({ level: 'info', destination: file });
+    const n = 3000;
+    for (let i = 0; i < n; i++) {
+      if (i % 2 === 0) logger.info({ i, text: `é漢字🙂 ${'x'.repeat(i % 300)}` }, `line ${i}`);
+      else logEgress(logger, egressLine({ reqId: `r${i}`, kind: 'http', decision: 'allow', reason: 'allowlisted', path: `/ü/${i}` }));
+    }
+    await flushLogger(logger);
+    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(n);
+    lines.forEach((l, i) => {
+      if (i % 2 === 0) expect(l).toMatchObject({ i, msg: `line ${i}`, text: `é漢字🙂 ${'x'.repeat(i % 300)}` });
+      else expect(l).toMatchObject({ reqId: `r${i}`, path: `/ü/${i}`, msg: 'egress' });
+    });
+  });
+
+  test('lines still buffered are written when the process exits without flushing', () => {
+    const file = join(dir, 'logs', 'exit.log');
+    const script = join(dir, 'exit.mts');
+    const loggerUrl = new URL('../../src/observability/logger.ts', import.meta.url).href;
+    writeFileSync(
+      script,
+      `import { createLogger } from ${JSON.stringify(loggerUrl)};\n` +
+        `const logger = createLogger({ level: 'info', destination: ${JSON.stringify(file)} });\n` +
+        `logger.info('before exit');\n` +
+        `setTimeout(() => process.exit(0), 50);\n`,
+    );
+    const run = spawnSync(process.execPath, ['--import', 'tsx', script], { cwd: resolve(import.meta.dirname, '../..'), encoding: 'utf8', timeout: 15_000 });
+    expect(run.status).toBe(0);
+    expect(JSON.parse(readFileSync(file, 'utf8').trim())).toMatchObject({ msg: 'before exit' });
+  });
+
   test('resolves on stdout when it is a pipe (fsync is refused there)', () => {
     const script = join(dir, 'pipe.mts');
     const loggerUrl = new URL('../../src/observability/logger.ts', import.meta.url).href;
