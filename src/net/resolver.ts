@@ -136,6 +136,8 @@ const DEFAULT_CACHE_ENTRIES = 1000;
 interface RawAnswers {
   readonly v4: readonly RawAnswer[];
   readonly v6: readonly RawAnswer[];
+  /** The addresses of both, IPv4 first (made once per lookup, not per use). */
+  readonly addresses: readonly string[];
   /** False when one family failed transiently: such a partial answer is used but not cached. */
   readonly complete: boolean;
 }
@@ -261,9 +263,8 @@ export class EgressResolver {
    * the dial goes to exactly the address returned — a rebinding server only gets to change the
    * answer of a *later* lookup, which is classified again before anything is dialed.
    */
-  async #answers(host: string): Promise<string[]> {
-    const answers = this.#cached(host) ?? (await this.#lookupOnce(host));
-    return [...answers.v4, ...answers.v6].map((a) => a.address);
+  async #answers(host: string): Promise<readonly string[]> {
+    return (this.#cached(host) ?? (await this.#lookupOnce(host))).addresses;
   }
 
   /** A live cache entry (refreshed to most-recently-used), or undefined. */
@@ -305,7 +306,7 @@ export class EgressResolver {
     const six = v6.ok ? v6.answers : [];
     if (four.length + six.length === 0) throw new DnsError(host, this.#detail(v4, v6));
     const definite = (o: FamilyOutcome): boolean => o.ok || EMPTY_CODES.has(o.code);
-    return { v4: four, v6: six, complete: definite(v4) && definite(v6) };
+    return { v4: four, v6: six, addresses: [...four, ...six].map((a) => a.address), complete: definite(v4) && definite(v6) };
   }
 
   /** Human detail of a failed lookup: the more telling of the two families' failures. */

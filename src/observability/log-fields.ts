@@ -87,17 +87,41 @@ export interface EgressFields {
   readonly phase?: 'close';
 }
 
-/** The line's object: fields in EGRESS_FIELDS order, undefined ones omitted, any query cut off the path. */
-export function egressLine(fields: EgressFields): Record<string, unknown> {
+/** The fields with any query cut off the path (its length logged as queryLength instead). */
+function withoutQuery(fields: EgressFields): EgressFields {
   // Queries carry API keys and tokens often enough that a path with one is never logged whole.
   const path = fields.path;
   const q = path === undefined ? -1 : path.indexOf('?');
-  const f: EgressFields =
-    path === undefined || q < 0 ? fields : { ...fields, path: path.slice(0, q), queryLength: fields.queryLength ?? path.length - q - 1 };
+  return path === undefined || q < 0 ? fields : { ...fields, path: path.slice(0, q), queryLength: fields.queryLength ?? path.length - q - 1 };
+}
+
+/** The line's object: fields in EGRESS_FIELDS order, undefined ones omitted, any query cut off the path. */
+export function egressLine(fields: EgressFields): Record<string, unknown> {
+  const f = withoutQuery(fields);
   const line: Record<string, unknown> = {};
   for (const name of EGRESS_FIELDS) {
     const value = f[name];
     if (value !== undefined) line[name] = value;
   }
   return line;
+}
+
+// `,"reqId":` and so on, built once.
+const KEY_PREFIXES = EGRESS_FIELDS.map((name) => `,${JSON.stringify(name)}:`);
+
+/**
+ * The fields as JSON members, comma first (`,"reqId":"…",…`): exactly what JSON.stringify of
+ * egressLine(fields) holds between its braces, written without building that object first (the
+ * canonical line is written once per request).
+ */
+export function egressJsonMembers(fields: EgressFields): string {
+  const f = withoutQuery(fields);
+  let out = '';
+  for (let i = 0; i < EGRESS_FIELDS.length; i++) {
+    const value = f[EGRESS_FIELDS[i]!];
+    if (value === undefined) continue;
+    // Numbers as JSON.stringify writes them (non-finite ones as null), booleans as words.
+    out += KEY_PREFIXES[i]! + (typeof value === 'string' ? JSON.stringify(value) : typeof value === 'number' && !Number.isFinite(value) ? 'null' : String(value));
+  }
+  return out;
 }

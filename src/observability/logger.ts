@@ -2,11 +2,11 @@
  * The pino logger factory. All logger defaults live here: JSON lines with ISO time, level
  * names, `name: "portcullis"` and no pid/hostname; credentials redacted by path once at setup;
  * secrets scrubbed from free text (messages, error messages and stacks, the egress `error`
- * field) by scrubSecrets. Stdout is written asynchronously in 4 KiB batches, flushed every
+ * field) by scrubSecrets. Stdout is written asynchronously in 32 KiB batches, flushed every
  * second, so call flushLogger() before the process exits on purpose.
  */
 import { pino, type DestinationStream, type LogFn, type Logger, type LoggerOptions as PinoOptions, type SerializedError } from 'pino';
-import { EGRESS_MSG } from './log-fields.js';
+import { egressJsonMembers, egressLine, EGRESS_MSG, type EgressFields } from './log-fields.js';
 
 /** The logger type every module receives (injected, never imported as a singleton). */
 export type { Logger } from 'pino';
@@ -155,16 +155,22 @@ function scrubMessages(this: Logger, args: Parameters<LogFn>, method: LogFn): vo
   method.apply(this, (out ?? args) as Parameters<LogFn>);
 }
 
-let lastMs = 0;
-let lastStamp = '';
-/** pino's isoTime, formatted once per millisecond (a proxy logs many lines per millisecond). */
-function cachedIsoTime(): string {
+let secondStart = -1;
+let secondPrefix = '';
+/**
+ * pino's isoTime (`,"time":"2026-12-04T23:45:12.345Z"`) without a Date per line: the text up to
+ * the second is made once a second, the milliseconds appended (a proxy logs thousands of lines a
+ * second).
+ */
+export function cachedIsoTime(): string {
   const now = Date.now();
-  if (now !== lastMs) {
-    lastMs = now;
-    lastStamp = `,"time":"${new Date(now).toISOString()}"`;
+  const ms = now - secondStart;
+  if (ms < 0 || ms >= 1000) {
+    secondStart = now - (now % 1000);
+    secondPrefix = `,"time":"${new Date(secondStart).toISOString().slice(0, 20)}`;
+    return cachedIsoTime();
   }
-  return lastStamp;
+  return `${secondPrefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z"`;
 }
 
 /**
@@ -174,19 +180,17 @@ function cachedIsoTime(): string {
  * line's fields are fixed (egressLine), none is a credential, and the one free-text field,
  * `error`, is scrubbed below as the `error` serializer would.
  */
-export function logEgress(logger: Logger, line: Record<string, unknown>): void {
+export function logEgress(logger: Logger, fields: EgressFields): void {
   if (!logger.isLevelEnabled('info')) return;
+  const f = fields.error === undefined ? fields : { ...fields, error: scrubSecrets(fields.error) };
   const internals = logger as unknown as Record<symbol, unknown>;
   const stream = internals[pino.symbols.streamSym] as DestinationStream | undefined;
   const bindings = internals[pino.symbols.chindingsSym];
   if (stream === undefined || typeof bindings !== 'string') {
-    logger.info(line, EGRESS_MSG);
+    logger.info(egressLine(f), EGRESS_MSG);
     return;
   }
-  if (typeof line['error'] === 'string') line['error'] = scrubSecrets(line['error']);
-  const fields = JSON.stringify(line);
-  const body = fields.length > 2 ? `,${fields.slice(1, -1)}` : '';
-  stream.write(`{"level":"info"${cachedIsoTime()}${bindings}${body},"msg":"${EGRESS_MSG}"}\n`);
+  stream.write(`{"level":"info"${cachedIsoTime()}${bindings}${egressJsonMembers(f)},"msg":"${EGRESS_MSG}"}\n`);
 }
 
 /** The options shared by every Portcullis logger; only level, base and stream vary. */
@@ -202,7 +206,7 @@ const LOGGER_DEFAULTS = {
   hooks: { logMethod: scrubMessages },
 } as const satisfies PinoOptions;
 
-// Writes are batched until 4 KiB; a quiet proxy would sit on its last lines indefinitely, so
+// Writes are batched until 32 KiB; a quiet proxy would sit on its last lines indefinitely, so
 // the buffer is also flushed every second.
 const ASYNC_MIN_LENGTH = 32 * 1024;
 const PERIODIC_FLUSH_MS = 1000;

@@ -225,7 +225,8 @@ export class Metrics {
   #children<L extends object, C>(make: (labels: L) => C): (labels: L) => C {
     const memo = new Map<string, C>();
     return (labels) => {
-      const key = Object.values(labels).join('\0');
+      let key = '';
+      for (const name in labels) key += `${String(labels[name])}\0`;
       let child = memo.get(key);
       if (child === undefined) {
         const checked = this.#check(labels);

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import type { Decision } from '../policy/decide.js';
 import { REASONS, type Reason } from '../reasons.js';
-import { egressLine, type EgressDecision, type EgressKind } from '../observability/log-fields.js';
+import type { EgressDecision, EgressFields, EgressKind } from '../observability/log-fields.js';
 import { logEgress } from '../observability/logger.js';
 import type { Metrics, UpstreamError } from '../observability/metrics.js';
 
@@ -93,9 +93,9 @@ export class EgressRecord {
    * The canonical line. The decision line carries everything; a tunnel's close line (`closeReason`
    * given) carries identity, outcome, bytes and lifetime only.
    */
-  #line(durationMs: number, closeReason?: Reason): Record<string, unknown> {
+  #line(durationMs: number, closeReason?: Reason): EgressFields {
     const close = closeReason !== undefined;
-    return egressLine({
+    return {
       reqId: this.reqId,
       account: this.account,
       sessionId: this.sessionId,
@@ -117,6 +117,6 @@ export class EgressRecord {
       durationMs,
       error: this.error,
       phase: close ? 'close' : undefined,
-    });
+    };
   }
 }

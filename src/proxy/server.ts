@@ -358,7 +358,9 @@ export class ProxyServer {
       if (target === null) return;
       const socket = req.socket;
       const hasBody = h2cStripped ? false : requestHasBody(req);
-      const admitted = await this.#admit(req, socket, record, reject, requestInput(req, target, inner ? 'intercepted' : 'http', hasBody, null), inner);
+      const admitting = this.#admit(req, socket, record, reject, requestInput(req, target, inner ? 'intercepted' : 'http', hasBody, null), inner);
+      // Only OIDC credentials make admission asynchronous: token requests skip a microtask turn.
+      const admitted = admitting instanceof Promise ? await admitting : admitting;
       if (admitted === null) return;
       const { decision } = admitted;
       const limits = this.#deps.policy.current.policy.limits;

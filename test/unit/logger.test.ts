@@ -3,10 +3,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
-import { afterAll, describe, expect, test } from 'vitest';
-import { EGRESS_FIELDS, EGRESS_MSG, egressLine } from '../../src/observability/log-fields.js';
+import fc from 'fast-check';
+import { afterAll, afterEach, describe, expect, test, vi } from 'vitest';
+import { EGRESS_FIELDS, EGRESS_MSG, egressJsonMembers, egressLine } from '../../src/observability/log-fields.js';
 import type { EgressFields } from '../../src/observability/log-fields.js';
-import { createLogger, flushLogger, logEgress, REDACTED, scrubSecrets } from '../../src/observability/logger.js';
+import { cachedIsoTime, createLogger, flushLogger, logEgress, REDACTED, scrubSecrets } from '../../src/observability/logger.js';
 import type { Logger } from '../../src/observability/logger.js';
 
 /** A logger writing into memory; lines() parses every JSON line. */
@@ -80,9 +81,9 @@ const SECRET_SHAPES: readonly LogRow[] = [
   ['egress_error_field', (l) => l.info(egressLine({ reqId: 'r', kind: 'http', decision: 'error', reason: 'upstream_connect_error', error: `Bearer ${SECRET}` }), EGRESS_MSG)],
   ['egress_path_query', (l) => l.info(egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted', path: `/v1?key=${SECRET}` }), EGRESS_MSG)],
   // The proxy writes its egress lines with logEgress, past pino's hooks: the same guarantees.
-  ['logEgress_error_field', (l) => logEgress(l, egressLine({ reqId: 'r', kind: 'connect', decision: 'error', reason: 'upstream_connect_error', error: `connect http://a:${SECRET}@x failed: Basic ${SECRET}` }))],
-  ['logEgress_jwt_error', (l) => logEgress(l, egressLine({ reqId: 'r', kind: 'http', decision: 'error', reason: 'upstream_tls_error', error: `${JWT} / ${PCS_TOKEN}` }))],
-  ['logEgress_path_query', (l) => logEgress(l, egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted', path: `/v1?key=${SECRET}` }))],
+  ['logEgress_error_field', (l) => logEgress(l, ({ reqId: 'r', kind: 'connect', decision: 'error', reason: 'upstream_connect_error', error: `connect http://a:${SECRET}@x failed: Basic ${SECRET}` }))],
+  ['logEgress_jwt_error', (l) => logEgress(l, ({ reqId: 'r', kind: 'http', decision: 'error', reason: 'upstream_tls_error', error: `${JWT} / ${PCS_TOKEN}` }))],
+  ['logEgress_path_query', (l) => logEgress(l, ({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted', path: `/v1?key=${SECRET}` }))],
 ];
 
 describe('redaction', () => {
@@ -263,7 +264,7 @@ describe('logEgress', () => {
     const pinoLogger = createLogger({ level: 'info', destination: sink(viaPino), base });
     const fastLogger = createLogger({ level: 'info', destination: sink(fast), base });
     pinoLogger.info(egressLine(fields), EGRESS_MSG);
-    logEgress(fastLogger, egressLine(fields));
+    logEgress(fastLogger, fields);
     return [viaPino.join(''), fast.join('')];
   };
 
@@ -276,14 +277,63 @@ describe('logEgress', () => {
 
   test('child bindings come out as on any other line', () => {
     const { logger, lines } = capture('info');
-    logEgress(logger.child({ replica: 'b' }), egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted' }));
+    logEgress(logger.child({ replica: 'b' }), ({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted' }));
     expect(Object.keys(lines()[0] ?? {})).toEqual(['level', 'time', 'name', 'replica', 'reqId', 'kind', 'decision', 'reason', 'msg']);
   });
 
   test('below info nothing is written', () => {
     const { logger, raw } = capture('warn');
-    logEgress(logger, egressLine({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted' }));
+    logEgress(logger, ({ reqId: 'r', kind: 'http', decision: 'allow', reason: 'allowlisted' }));
     expect(raw()).toBe('');
+  });
+});
+
+describe('egressJsonMembers', () => {
+  const text = fc.string({ unit: 'binary', maxLength: 40 });
+  const num = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(0, -0, 1e21, Number.NaN, Number.POSITIVE_INFINITY));
+  const fields = fc.record(
+    {
+      reqId: text,
+      account: text,
+      sessionId: text,
+      kind: fc.constantFrom('http', 'connect', 'intercepted'),
+      method: text,
+      host: text,
+      port: num,
+      path: fc.oneof(text, text.map((t) => `/a?${t}`)),
+      queryLength: num,
+      decision: fc.constantFrom('allow', 'deny', 'report', 'error'),
+      reason: fc.constantFrom('allowlisted', 'not_allowlisted'),
+      lockdown: fc.boolean(),
+      status: num,
+      bytesOut: num,
+      durationMs: num,
+      error: text,
+      phase: fc.constant('close'),
+    },
+    { requiredKeys: ['reqId', 'kind', 'decision', 'reason'] },
+  ) as fc.Arbitrary<EgressFields>;
+
+  test('writes exactly what JSON.stringify writes for egressLine, field order included', () => {
+    fc.assert(
+      fc.property(fields, (f) => {
+        expect(`{${egressJsonMembers(f).slice(1)}}`).toBe(JSON.stringify(egressLine(f)));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('cachedIsoTime', () => {
+  afterEach(() => vi.useRealTimers());
+
+  test('is the ISO time of now, milliseconds padded, across seconds and a clock stepping back', () => {
+    vi.useFakeTimers();
+    const instants = ['2026-12-04T23:59:59.999Z', '2026-12-05T00:00:00.000Z', '2026-12-05T00:00:00.007Z', '2026-12-05T00:00:00.042Z', '2026-12-05T00:00:01.500Z', '2026-12-04T22:00:00.300Z', '2030-01-01T00:00:00.099Z'];
+    for (const iso of instants) {
+      vi.setSystemTime(new Date(iso));
+      expect(cachedIsoTime()).toBe(`,"time":"${iso}"`);
+    }
   });
 });
 
@@ -307,7 +357,7 @@ describe('flushLogger', () => {
     const n = 3000;
     for (let i = 0; i < n; i++) {
       if (i % 2 === 0) logger.info({ i, text: `é漢字🙂 ${'x'.repeat(i % 300)}` }, `line ${i}`);
-      else logEgress(logger, egressLine({ reqId: `r${i}`, kind: 'http', decision: 'allow', reason: 'allowlisted', path: `/ü/${i}` }));
+      else logEgress(logger, ({ reqId: `r${i}`, kind: 'http', decision: 'allow', reason: 'allowlisted', path: `/ü/${i}` }));
     }
     await flushLogger(logger);
     const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
