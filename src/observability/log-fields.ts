@@ -106,22 +106,39 @@ export function egressLine(fields: EgressFields): Record<string, unknown> {
   return line;
 }
 
-// `,"reqId":` and so on, built once.
-const KEY_PREFIXES = EGRESS_FIELDS.map((name) => `,${JSON.stringify(name)}:`);
+/** A JSON value of the line: strings escaped, non-finite numbers null (as JSON.stringify writes them). */
+function json(value: string | number | boolean): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  return typeof value === 'number' && !Number.isFinite(value) ? 'null' : String(value);
+}
 
 /**
  * The fields as JSON members, comma first (`,"reqId":"…",…`): exactly what JSON.stringify of
- * egressLine(fields) holds between its braces, written without building that object first (the
- * canonical line is written once per request).
+ * egressLine(fields) holds between its braces (a property test holds the two together), written
+ * field by field in EGRESS_FIELDS order without building that object: the canonical line is
+ * written once per request.
  */
 export function egressJsonMembers(fields: EgressFields): string {
   const f = withoutQuery(fields);
-  let out = '';
-  for (let i = 0; i < EGRESS_FIELDS.length; i++) {
-    const value = f[EGRESS_FIELDS[i]!];
-    if (value === undefined) continue;
-    // Numbers as JSON.stringify writes them (non-finite ones as null), booleans as words.
-    out += KEY_PREFIXES[i]! + (typeof value === 'string' ? JSON.stringify(value) : typeof value === 'number' && !Number.isFinite(value) ? 'null' : String(value));
-  }
+  let out = `,"reqId":${json(f.reqId)}`;
+  if (f.account !== undefined) out += `,"account":${json(f.account)}`;
+  if (f.sessionId !== undefined) out += `,"sessionId":${json(f.sessionId)}`;
+  out += `,"kind":${json(f.kind)}`;
+  if (f.method !== undefined) out += `,"method":${json(f.method)}`;
+  if (f.host !== undefined) out += `,"host":${json(f.host)}`;
+  if (f.port !== undefined) out += `,"port":${json(f.port)}`;
+  if (f.path !== undefined) out += `,"path":${json(f.path)}`;
+  if (f.queryLength !== undefined) out += `,"queryLength":${json(f.queryLength)}`;
+  out += `,"decision":${json(f.decision)},"reason":${json(f.reason)}`;
+  if (f.wouldDeny !== undefined) out += `,"wouldDeny":${json(f.wouldDeny)}`;
+  if (f.destination !== undefined) out += `,"destination":${json(f.destination)}`;
+  if (f.lockdown !== undefined) out += `,"lockdown":${json(f.lockdown)}`;
+  if (f.resolvedIp !== undefined) out += `,"resolvedIp":${json(f.resolvedIp)}`;
+  if (f.status !== undefined) out += `,"status":${json(f.status)}`;
+  if (f.bytesOut !== undefined) out += `,"bytesOut":${json(f.bytesOut)}`;
+  if (f.bytesIn !== undefined) out += `,"bytesIn":${json(f.bytesIn)}`;
+  if (f.durationMs !== undefined) out += `,"durationMs":${json(f.durationMs)}`;
+  if (f.error !== undefined) out += `,"error":${json(f.error)}`;
+  if (f.phase !== undefined) out += `,"phase":${json(f.phase)}`;
   return out;
 }

@@ -40,6 +40,8 @@ export function pinnedLookup(ip: string): LookupFunction {
 export class Upstreams {
   readonly #pools = new Map<string, Pool>();
   readonly #options: UpstreamOptions;
+  /** The key last moved to the end of #pools (the most recently used). */
+  #newest: string | undefined;
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
@@ -51,9 +53,13 @@ export class Upstreams {
     const key = `${origin}@${ip}`;
     let pool = this.#pools.get(key);
     if (pool !== undefined) {
-      // Re-insert to keep Map order as recency order for eviction.
-      this.#pools.delete(key);
-      this.#pools.set(key, pool);
+      // Re-insert to keep Map order as recency order for eviction (already last: nothing to do;
+      // a sidecar mostly talks to one origin at a time).
+      if (key !== this.#newest) {
+        this.#pools.delete(key);
+        this.#pools.set(key, pool);
+        this.#newest = key;
+      }
       return pool;
     }
     const o = this.#options;
@@ -73,6 +79,7 @@ export class Upstreams {
       },
     });
     this.#pools.set(key, pool);
+    this.#newest = key;
     this.#evict();
     return pool;
   }

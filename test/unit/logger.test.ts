@@ -304,15 +304,25 @@ describe('egressJsonMembers', () => {
       queryLength: num,
       decision: fc.constantFrom('allow', 'deny', 'report', 'error'),
       reason: fc.constantFrom('allowlisted', 'not_allowlisted'),
+      wouldDeny: fc.constantFrom('not_allowlisted', 'path_not_allowed'),
+      destination: text,
       lockdown: fc.boolean(),
+      resolvedIp: text,
       status: num,
       bytesOut: num,
+      bytesIn: num,
       durationMs: num,
       error: text,
       phase: fc.constant('close'),
     },
     { requiredKeys: ['reqId', 'kind', 'decision', 'reason'] },
   ) as fc.Arbitrary<EgressFields>;
+
+  test('the generator covers every canonical field', () => {
+    const seen = new Set<string>();
+    fc.sample(fields, 300).forEach((f) => Object.keys(f).forEach((k) => seen.add(k)));
+    expect([...seen].sort()).toEqual([...EGRESS_FIELDS].sort());
+  });
 
   test('writes exactly what JSON.stringify writes for egressLine, field order included', () => {
     fc.assert(
