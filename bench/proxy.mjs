@@ -56,6 +56,8 @@ export const PROXY_DEFAULTS = Object.freeze({
   /** Concurrent connections of the new-connection run and loops of the CONNECT run. */
   concurrency: 32,
   targets: ['direct', 'squid', 'tinyproxy', 'node-floor', 'portcullis'],
+  /** node-floor's processes: more than one runs it under node:cluster (CPU and RSS cover them all). */
+  floorWorkers: 1,
   workloads: ['ka1', 'ka32', 'newconn', 'connect', 'bulk', 'rss'],
   /** Portcullis entry point and extra node flags (e.g. --cpu-prof). */
   portcullisCli: path.join(HERE, '..', 'dist', 'cli.js'),
@@ -115,7 +117,8 @@ function roundWorkloads(o, env) {
  */
 async function measureRss(t, o, env, workloads) {
   const heap = async () => (t.heap ? await t.heap() : null);
-  const inspector = NODE_TARGETS.has(t.name) ? await attachInspector(t.process).catch(() => null) : null;
+  // One inspector sees one process: a node-floor under node:cluster gets RSS figures only.
+  const inspector = NODE_TARGETS.has(t.name) && !(t.workers > 1) ? await attachInspector(t.process).catch(() => null) : null;
   const afterGc = async () => {
     if (inspector === null) return null;
     await inspector.gc();
@@ -317,7 +320,7 @@ export async function benchProxy(options = {}) {
         if (t0.pid === null) continue;
         // A Node target's inspector port is only opened (by SIGUSR1) for the after-GC figures.
         const inspect = '--inspect-port=127.0.0.1:0';
-        const extra = t0.name === 'portcullis' ? { nodeArgs: [...o.portcullisNodeArgs, inspect] } : t0.name === 'node-floor' ? { nodeArgs: [inspect] } : {};
+        const extra = t0.name === 'portcullis' ? { nodeArgs: [...o.portcullisNodeArgs, inspect] } : t0.name === 'node-floor' && o.floorWorkers <= 1 ? { nodeArgs: [inspect] } : {};
         const t = await env.startTarget(t0.name, `${t0.name}-rss`, extra);
         if (t.skipped) {
           results.rss[t0.name] = { skipped: t.skipped };

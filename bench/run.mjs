@@ -19,6 +19,7 @@ const { values } = parseArgs({
     minutes: { type: 'string' },
     'profile-dir': { type: 'string' },
     'portcullis-cli': { type: 'string' },
+    'floor-workers': { type: 'string' },
   },
 });
 const out = {};
@@ -30,6 +31,7 @@ const proxyOptions = {
   ...(values.duration ? { durationS: Number(values.duration) } : {}),
   ...(values.targets ? { targets: values.targets.split(',') } : {}),
   ...(values['portcullis-cli'] ? { portcullisCli: values['portcullis-cli'] } : {}),
+  ...(values['floor-workers'] ? { floorWorkers: Number(values['floor-workers']) } : {}),
 };
 
 if (want('decide')) {

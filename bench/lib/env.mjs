@@ -105,7 +105,7 @@ export async function startBenchEnv(o) {
       if (name === 'direct') t = directTarget();
       else if (name === 'squid') t = await startSquid(dir, ORIGIN_HOST, instance);
       else if (name === 'tinyproxy') t = await startTinyproxy(dir, instance);
-      else if (name === 'node-floor') t = await startNodeFloor(dir, { instance, nodeArgs: extra.nodeArgs ?? [] });
+      else if (name === 'node-floor') t = await startNodeFloor(dir, { instance, nodeArgs: extra.nodeArgs ?? [], workers: o.floorWorkers ?? 1 });
       else if (name === 'portcullis')
         t = await startPortcullis(dir, { originHost: ORIGIN_HOST, originPorts, dns: dns.server, cli: o.portcullisCli, nodeArgs: o.portcullisNodeArgs ?? [], instance, ...extra });
       else throw new Error(`unknown target ${name}`);

@@ -1,6 +1,6 @@
 // Child processes, free ports and RSS for the proxy benchmark. Everything binds 127.0.0.1.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -34,26 +34,60 @@ export async function waitForPort(port, timeoutMs = 15_000, isAlive = () => true
   }
 }
 
-/** Resident set size of a process in KiB (VmRSS of /proc/PID/status); NaN when it is gone. */
-export function rssKiB(pid) {
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : NaN;
-  } catch {
-    return NaN;
+/** `pid` and every process below it (a proxy with worker processes counts as all of them). */
+export function processTree(pid) {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    let tasks = [];
+    try {
+      tasks = readdirSync(`/proc/${out[i]}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tasks) {
+      try {
+        for (const child of readFileSync(`/proc/${out[i]}/task/${tid}/children`, 'utf8').split(' ')) if (child !== '') out.push(Number(child));
+      } catch {
+        // The thread ended, or the kernel lacks CONFIG_PROC_CHILDREN: the process alone counts.
+      }
+    }
   }
+  return out;
 }
 
-/** CPU time (user + system) of a process in ms, from /proc/PID/stat; NaN when it is gone. */
+/** Sums `read(pid)` over the process tree; NaN when the process itself is gone. */
+function overTree(pid, read) {
+  const own = read(pid);
+  if (Number.isNaN(own)) return NaN;
+  return processTree(pid)
+    .slice(1)
+    .reduce((sum, p) => sum + (read(p) || 0), own);
+}
+
+/** Resident set size of a process and its children in KiB, from /proc/PID/status; NaN when it is gone. */
+export function rssKiB(pid) {
+  return overTree(pid, (p) => {
+    try {
+      const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+      return m ? Number(m[1]) : NaN;
+    } catch {
+      return NaN;
+    }
+  });
+}
+
+/** CPU time (user + system) of a process and its children in ms, from /proc/PID/stat; NaN when it is gone. */
 export function cpuMs(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of the full line, in clock ticks (100 Hz on Linux).
-    return (Number(fields[11]) + Number(fields[12])) * 10;
-  } catch {
-    return NaN;
-  }
+  return overTree(pid, (p) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // utime and stime are fields 14 and 15 of the full line, in clock ticks (100 Hz on Linux).
+      return (Number(fields[11]) + Number(fields[12])) * 10;
+    } catch {
+      return NaN;
+    }
+  });
 }
 
 // Children still running when the bench exits (an exception, Ctrl-C) are killed, so that no

@@ -80,13 +80,15 @@ export async function startTinyproxy(dir, instance = 'tinyproxy') {
  * `node bench/peers/node-floor.mjs`: a bare Node forwarding proxy (undici pools, net tunnels, no
  * policy, auth, logs or metrics), the floor under Portcullis' costs. Given 127.0.0.1 as the
  * origin's host (no DNS). `nodeArgs` go before the script (e.g. --inspect-port for the RSS
- * figures after a full GC). { skipped } when it cannot start.
+ * figures after a full GC); `workers` > 1 runs it under node:cluster. { skipped } when it cannot
+ * start.
  */
-export async function startNodeFloor(dir, { nodeArgs = [], instance = 'node-floor' } = {}) {
+export async function startNodeFloor(dir, { nodeArgs = [], instance = 'node-floor', workers = 1 } = {}) {
   const d = path.join(dir, instance);
   mkdirSync(d, { recursive: true });
   // stdin stays open: the script exits when it closes (the bench died) or on SIGTERM (stop()).
-  const p = startProcess(process.execPath, [...nodeArgs, path.join(PEERS, 'node-floor.mjs')], { stdio: ['pipe', 'pipe', 'pipe'], cwd: d });
+  const env = { ...process.env, NODE_FLOOR_WORKERS: String(workers) };
+  const p = startProcess(process.execPath, [...nodeArgs, path.join(PEERS, 'node-floor.mjs')], { stdio: ['pipe', 'pipe', 'pipe'], cwd: d, env });
   let banner;
   try {
     banner = await firstLine(p.child.stdout, 10_000);
@@ -100,7 +102,8 @@ export async function startNodeFloor(dir, { nodeArgs = [], instance = 'node-floo
     port: banner.port,
     host: '127.0.0.1',
     auth: null,
-    version: `node ${banner.node}, undici ${banner.undici}`,
+    version: `node ${banner.node}, undici ${banner.undici}${banner.workers > 1 ? `, ${banner.workers} cluster workers` : ''}`,
+    workers: banner.workers,
     process: p,
     stop: () => p.stop(5000),
   };

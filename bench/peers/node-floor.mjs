@@ -9,7 +9,9 @@
 //               src/proxy/tunnel.ts); no SNI peek
 // No DNS is meant to happen: the bench gives it 127.0.0.1 as the origin's host.
 // `node bench/peers/node-floor.mjs` listens on 127.0.0.1:0 and prints {"port":N,"node":…,
-// "undici":…} on stdout; exits when stdin closes or on SIGTERM.
+// "undici":…,"workers":N} on stdout; exits when stdin closes or on SIGTERM. NODE_FLOOR_WORKERS=N
+// runs it as N node:cluster workers (what `--workers` would buy Portcullis on this machine).
+import cluster from 'node:cluster';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -20,6 +22,8 @@ const UNDICI_VERSION = createRequire(import.meta.url)('undici/package.json').ver
 // Portcullis' defaults: src/proxy/upstreams.ts and the config's idle timeout (300 s).
 const UPSTREAM_IDLE_MS = 300_000;
 const ESTABLISHED = 'HTTP/1.1 200 Connection established\r\n\r\n';
+/** Worker processes (NODE_FLOOR_WORKERS, default 1): more than one runs the floor under node:cluster. */
+const WORKERS = Math.max(1, Number(process.env.NODE_FLOOR_WORKERS ?? 1) || 1);
 
 /** Hop-by-hop and proxy-only headers, never forwarded. `expect` too: Node has already answered 100-continue, and undici refuses the header. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect']);
@@ -158,12 +162,36 @@ server.on('error', (err) => {
   console.error(err);
   process.exit(1);
 });
-server.listen({ host: '127.0.0.1', port: 0 }, () => {
-  process.stdout.write(JSON.stringify({ port: server.address().port, node: process.version, undici: UNDICI_VERSION }) + '\n');
-});
-
+const banner = (port) => process.stdout.write(JSON.stringify({ port, node: process.version, undici: UNDICI_VERSION, workers: WORKERS }) + '\n');
 const stop = () => process.exit(0);
-process.on('SIGTERM', stop);
-process.stdin.on('end', stop);
-process.stdin.on('close', stop);
-process.stdin.resume();
+
+if (WORKERS > 1 && cluster.isPrimary) {
+  // node:cluster: the primary owns the listening socket and hands connections to the workers
+  // (round-robin); every worker listens on port 0 and so shares the primary's one port.
+  const workers = Array.from({ length: WORKERS }, () => cluster.fork());
+  let listening = 0;
+  cluster.on('listening', (_worker, address) => {
+    if (++listening === WORKERS) banner(address.port);
+  });
+  cluster.on('exit', (_worker, code) => {
+    if (code !== 0) process.exit(1);
+  });
+  const stopAll = () => {
+    for (const w of workers) w.process.kill();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stopAll);
+  process.stdin.on('end', stopAll);
+  process.stdin.on('close', stopAll);
+  process.stdin.resume();
+} else {
+  server.listen({ host: '127.0.0.1', port: 0 }, () => {
+    if (cluster.isPrimary) banner(server.address().port);
+  });
+  process.on('SIGTERM', stop);
+  if (cluster.isPrimary) {
+    process.stdin.on('end', stop);
+    process.stdin.on('close', stop);
+    process.stdin.resume();
+  }
+}
