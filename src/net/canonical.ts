@@ -5,6 +5,7 @@
  * here or rejected, so the name we judge is the name we dial.
  */
 import { domainToASCII, domainToUnicode } from 'node:url';
+import { boundedMemo } from '../bounded-memo.js';
 import { formatIp, parseIp } from './address.js';
 
 /** What a canonical host is: a DNS name, a dotted-quad IPv4 or a compressed IPv6. */
@@ -153,25 +154,6 @@ function canonicalName(raw: string): CanonicalHost {
   checkLabels(labels);
   if (name.length > MAX_NAME) throw new CanonicalError('host name over 253 octets');
   return { host: name, hostKind: 'name' };
-}
-
-/**
- * A bounded memo of a pure parser's successes (failures throw again each time, so hostile
- * input cannot fill it). The same few hosts and URLs arrive on every request of a keep-alive
- * connection. Keys longer than `maxKeyLength` are never kept; a full memo starts over.
- */
-function boundedMemo<T>(parse: (raw: string) => T, maxEntries: number, maxKeyLength: number): (raw: string) => T {
-  const memo = new Map<string, T>();
-  return (raw) => {
-    const hit = memo.get(raw);
-    if (hit !== undefined) return hit;
-    const value = parse(raw);
-    if (raw.length <= maxKeyLength) {
-      if (memo.size >= maxEntries) memo.clear();
-      memo.set(raw, value);
-    }
-    return value;
-  };
 }
 
 /** Canonicalizes a bare host, a [bracketed] IPv6 literal or an unbracketed IPv6; throws CanonicalError. */

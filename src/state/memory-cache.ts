@@ -3,6 +3,7 @@
  * a StoreChange, and the one place a StoreChange is applied to a cache. Backends differ only in
  * how they make a change durable and how changes from other replicas reach them.
  */
+import { boundedMemo } from '../bounded-memo.js';
 import { ConflictError } from './types.js';
 import type { AccountState, GlobalState, SessionRecord, SessionTouch, StoreChange } from './types.js';
 
@@ -225,17 +226,7 @@ export class MemoryCache implements CacheReader {
 
   // Accounts without recorded state are read on every request: one frozen default each, kept
   // (bounded) instead of built per read.
-  readonly #defaults = new Map<string, AccountState>();
-
-  #defaultFor(account: string): AccountState {
-    let state = this.#defaults.get(account);
-    if (state === undefined) {
-      if (this.#defaults.size >= 10_000) this.#defaults.clear();
-      state = defaultAccountState(account);
-      this.#defaults.set(account, state);
-    }
-    return state;
-  }
+  readonly #defaultFor = boundedMemo(defaultAccountState, 10_000, 1024);
 
   /** Every account with state recorded, by name. */
   listAccounts(): AccountState[] {
